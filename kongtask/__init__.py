@@ -1,0 +1,49 @@
+"""kongtask: a PostgreSQL job queue for Python, compatible with graphile-worker v0.1.0.
+
+The public API:
+
+- :func:`run` / :func:`run_once`: run workers on a folder of task files or a mapping of tasks;
+- :func:`add_job` (async) and :func:`add_job_sync`: add a job from application code;
+- :func:`migrate`: bring a database to the newest schema;
+- :class:`App`: tasks registered in code with ``@app.task``;
+- :class:`Job`, :class:`Helpers`, :class:`SyncHelpers`, :class:`Runner`, and the errors.
+"""
+
+from __future__ import annotations
+
+from .app import App
+from .client import add_job, add_job_sync
+from .errors import (
+    ConfigurationError,
+    ConnectionFailed,
+    KongtaskError,
+    MigrationError,
+    PayloadError,
+    TaskLoadError,
+)
+from .helpers import Helpers, SyncHelpers
+from .job import Job
+from .pool import Runner
+from .runner import migrate, run, run_once
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "ConfigurationError",
+    "ConnectionFailed",
+    "Helpers",
+    "Job",
+    "KongtaskError",
+    "MigrationError",
+    "PayloadError",
+    "Runner",
+    "SyncHelpers",
+    "TaskLoadError",
+    "__version__",
+    "add_job",
+    "add_job_sync",
+    "migrate",
+    "run",
+    "run_once",
+]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from typing import Any
 
 import psycopg
@@ -81,3 +83,44 @@ def connect_sync(conninfo: str, **overrides: Any) -> psycopg.Connection[Any]:
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return "; ".join(lines[:2]) if lines else ""
+
+
+class OutageLog:
+    """Logs a lost database once, and its recovery once, however many callers notice them."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._since: float | None = None
+
+    @property
+    def ongoing(self) -> bool:
+        return self._since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        if self._since is None:
+            self._since = time.monotonic()
+            self._logger.warning(
+                "lost the connection to PostgreSQL (%s); retrying with backoff", mask_password(_first_line(exc))
+            )
+
+    def recovered(self) -> None:
+        if self._since is not None:
+            self._logger.warning("connection to PostgreSQL restored after %.1fs", time.monotonic() - self._since)
+            self._since = None
+
+
+class Backoff:
+    """Exponential delays between retries: 0.1 s doubling to ``ceiling``."""
+
+    def __init__(self, first: float = 0.1, ceiling: float = 5.0) -> None:
+        self._first = first
+        self._ceiling = ceiling
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self._ceiling)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self._first

@@ -89,13 +89,13 @@ def _job_or_none(row: Job | None) -> Job | None:
     return None if row is None or row.id is None else row
 
 
-async def _fetch_job(conn: psycopg.AsyncConnection[Any], statement: _Statement) -> Job | None:
+async def fetch_job(conn: psycopg.AsyncConnection[Any], statement: _Statement) -> Job | None:
     async with conn.cursor(row_factory=class_row(Job)) as cur:
         await cur.execute(*statement)
         return _job_or_none(await cur.fetchone())
 
 
-def _fetch_job_sync(conn: psycopg.Connection[Any], statement: _Statement) -> Job | None:
+def fetch_job_sync(conn: psycopg.Connection[Any], statement: _Statement) -> Job | None:
     with conn.cursor(row_factory=class_row(Job)) as cur:
         cur.execute(*statement)
         return _job_or_none(cur.fetchone())
@@ -105,7 +105,7 @@ async def add_job(
     conn: psycopg.AsyncConnection[Any], schema: str, identifier: str, payload: Any = None, **options: Any
 ) -> Job:
     """Adds a job with ``<schema>.add_job`` and returns it."""
-    job = await _fetch_job(conn, add_job_statement(schema, identifier, payload, **options))
+    job = await fetch_job(conn, add_job_statement(schema, identifier, payload, **options))
     assert job is not None
     return job
 
@@ -118,28 +118,28 @@ async def get_job(
     job_expiry: timedelta = DEFAULT_JOB_EXPIRY,
 ) -> Job | None:
     """Checks out the next runnable job for ``worker_id``, or ``None`` when there is none."""
-    return await _fetch_job(conn, get_job_statement(schema, worker_id, task_names, job_expiry))
+    return await fetch_job(conn, get_job_statement(schema, worker_id, task_names, job_expiry))
 
 
 async def complete_job(
     conn: psycopg.AsyncConnection[Any], schema: str, worker_id: str, job_id: int
 ) -> Job | None:
     """Deletes a finished job and unlocks its queue; returns the deleted row."""
-    return await _fetch_job(conn, complete_job_statement(schema, worker_id, job_id))
+    return await fetch_job(conn, complete_job_statement(schema, worker_id, job_id))
 
 
 async def fail_job(
     conn: psycopg.AsyncConnection[Any], schema: str, worker_id: str, job_id: int, message: str
 ) -> Job | None:
     """Records a failure, schedules the retry and unlocks the queue; returns the row."""
-    return await _fetch_job(conn, fail_job_statement(schema, worker_id, job_id, message))
+    return await fetch_job(conn, fail_job_statement(schema, worker_id, job_id, message))
 
 
 def add_job_sync(
     conn: psycopg.Connection[Any], schema: str, identifier: str, payload: Any = None, **options: Any
 ) -> Job:
     """The synchronous twin of :func:`add_job`."""
-    job = _fetch_job_sync(conn, add_job_statement(schema, identifier, payload, **options))
+    job = fetch_job_sync(conn, add_job_statement(schema, identifier, payload, **options))
     assert job is not None
     return job
 
@@ -152,17 +152,17 @@ def get_job_sync(
     job_expiry: timedelta = DEFAULT_JOB_EXPIRY,
 ) -> Job | None:
     """The synchronous twin of :func:`get_job`."""
-    return _fetch_job_sync(conn, get_job_statement(schema, worker_id, task_names, job_expiry))
+    return fetch_job_sync(conn, get_job_statement(schema, worker_id, task_names, job_expiry))
 
 
 def complete_job_sync(conn: psycopg.Connection[Any], schema: str, worker_id: str, job_id: int) -> Job | None:
     """The synchronous twin of :func:`complete_job`."""
-    return _fetch_job_sync(conn, complete_job_statement(schema, worker_id, job_id))
+    return fetch_job_sync(conn, complete_job_statement(schema, worker_id, job_id))
 
 
 def fail_job_sync(
     conn: psycopg.Connection[Any], schema: str, worker_id: str, job_id: int, message: str
 ) -> Job | None:
     """The synchronous twin of :func:`fail_job`."""
-    return _fetch_job_sync(conn, fail_job_statement(schema, worker_id, job_id, message))
+    return fetch_job_sync(conn, fail_job_statement(schema, worker_id, job_id, message))
 

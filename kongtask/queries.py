@@ -41,6 +41,9 @@ class Queries:
         )
         self.complete_job = _render("select * from {schema}.complete_job(%s, %s)", schema)
         self.fail_job = _render("select * from {schema}.fail_job(%s, %s, %s)", schema)
+        # The worker's releases: the same functions, without sending the payload back.
+        self.complete_job_quietly = _render("select id from {schema}.complete_job(%s, %s)", schema)
+        self.fail_job_quietly = _render("select id from {schema}.fail_job(%s, %s, %s)", schema)
 
         # --- NOTIFY wake-ups ---
         self.listen = _render("listen {channel}", schema, channel=JOBS_INSERT_CHANNEL)

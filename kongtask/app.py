@@ -1,0 +1,95 @@
+"""The programmatic form: tasks registered in code, on one database and schema.
+
+    app = kongtask.App(connection_string="postgres://...")
+
+    @app.task
+    async def send_email(payload, helpers): ...
+
+    await app.add_job("send_email", {"to": "a@example.com"})
+    await app.run_once()
+
+It is the folder form's machinery with a ``task_list`` instead of a ``task_directory``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar, overload
+
+from psycopg_pool import AsyncConnectionPool
+
+from . import client, runner
+from .errors import ConfigurationError
+from .job import Job
+from .pool import Runner
+from .queries import DEFAULT_SCHEMA
+from .tasks import Task
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """Tasks registered by name, plus the database they run against."""
+
+    def __init__(
+        self,
+        *,
+        connection_string: str | None = None,
+        pool: AsyncConnectionPool | None = None,
+        schema: str = DEFAULT_SCHEMA,
+    ) -> None:
+        if connection_string is not None and pool is not None:
+            raise ConfigurationError("give either a pool or a connection string, not both")
+        self.connection_string = connection_string
+        self.pool = pool
+        self.schema = schema
+        self.tasks: dict[str, Task] = {}
+
+    @overload
+    def task(self, name: F) -> F: ...
+
+    @overload
+    def task(self, name: str | None = None) -> Callable[[F], F]: ...
+
+    def task(self, name: str | F | None = None) -> F | Callable[[F], F]:
+        """Registers a task: ``@app.task`` (named after the function) or ``@app.task("name")``."""
+        if callable(name):
+            return self.task(None)(name)
+
+        def register(fn: F) -> F:
+            task_name = name or fn.__name__
+            if task_name in self.tasks:
+                raise ConfigurationError(f"a task named {task_name!r} is already registered")
+            self.tasks[task_name] = fn
+            return fn
+
+        return register
+
+    def _database(self) -> dict[str, Any]:
+        return {"connection_string": self.connection_string, "pool": self.pool, "schema": self.schema}
+
+    async def add_job(
+        self,
+        identifier: str,
+        payload: Any = None,
+        *,
+        queue_name: str | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> Job:
+        """Adds a job on this app's database (see :func:`kongtask.add_job`)."""
+        return await client.add_job(
+            identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts, **self._database()
+        )
+
+    async def migrate(self) -> list[int]:
+        return await runner.migrate(**self._database())
+
+    async def run(self, **options: Any) -> Runner:
+        """Runs this app's tasks until stopped; options as :func:`kongtask.run`."""
+        return await runner.run(task_list=self.tasks, **self._database(), **options)
+
+    async def run_once(self, **options: Any) -> None:
+        """Runs every runnable job of this app's tasks, then returns; options as :func:`kongtask.run_once`."""
+        await runner.run_once(task_list=self.tasks, **self._database(), **options)

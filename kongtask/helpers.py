@@ -1,0 +1,145 @@
+"""What a running task receives as ``helpers``.
+
+An ``async def`` task gets :class:`Helpers`, whose database methods are awaited on the worker's
+pool. A plain ``def`` task runs in a thread and gets :class:`SyncHelpers`: the same methods, called
+without asyncio, each handed over to the worker's event loop and waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from . import jobs
+from .job import Job
+
+
+class SharedResources:
+    """What every job of one run shares: the pool, the schema and the event loop."""
+
+    def __init__(self, pool: AsyncConnectionPool, schema: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.loop = loop
+        self._sync_pool: ConnectionPool | None = None
+        self._sync_pool_lock = threading.Lock()
+
+    def sync_pool(self) -> ConnectionPool:
+        """A pool of blocking connections for sync tasks, opened the first time one asks."""
+        with self._sync_pool_lock:
+            if self._sync_pool is None:
+                self._sync_pool = ConnectionPool(
+                    self.pool.conninfo, kwargs=dict(self.pool.kwargs), min_size=0, max_size=4, open=True
+                )
+            return self._sync_pool
+
+    def close_sync_pool(self) -> None:
+        with self._sync_pool_lock:
+            if self._sync_pool is not None:
+                self._sync_pool.close()
+                self._sync_pool = None
+
+
+def _job_logger(task_name: str, job: Job) -> logging.Logger:
+    # A Logger of its own, not registered with logging's manager (so it is freed with the job),
+    # whose records carry the job id and propagate to ``kongtask.task.<name>``.
+    parent = logging.getLogger(f"kongtask.task.{task_name}")
+    logger = logging.Logger(parent.name)
+    logger.parent = parent
+
+    def tag(record: logging.LogRecord) -> bool:
+        record.job_id = job.id
+        record.task_identifier = task_name
+        return True
+
+    logger.addFilter(tag)
+    return logger
+
+
+class _HelpersBase:
+    def __init__(self, job: Job, resources: SharedResources) -> None:
+        self.job = job
+        self._resources = resources
+        self._logger: logging.Logger | None = None
+
+    @property
+    def logger(self) -> logging.Logger:
+        """A logger named ``kongtask.task.<task>`` whose records carry ``job_id``."""
+        if self._logger is None:
+            self._logger = _job_logger(self.job.task_identifier, self.job)
+        return self._logger
+
+
+class Helpers(_HelpersBase):
+    """Helpers for ``async def`` tasks."""
+
+    async def add_job(
+        self,
+        identifier: str,
+        payload: Any = None,
+        *,
+        queue_name: str | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> Job:
+        """Adds a job, with the same options as :func:`kongtask.add_job`."""
+        async with self._resources.pool.connection() as conn:
+            return await jobs.add_job(
+                conn, self._resources.schema, identifier, payload,
+                queue_name=queue_name, run_at=run_at, max_attempts=max_attempts,
+            )
+
+    @contextlib.asynccontextmanager
+    async def with_pg_client(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A connection from the worker's pool for the block: ``async with helpers.with_pg_client() as conn``."""
+        async with self._resources.pool.connection() as conn:
+            yield conn
+
+    async def query(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
+        """Runs one statement on the worker's pool; returns its rows (``[]`` when it has none)."""
+        async with self._resources.pool.connection() as conn:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall() if cursor.description else []
+
+
+class SyncHelpers(_HelpersBase):
+    """Helpers for plain ``def`` tasks, which run in a thread: no asyncio needed."""
+
+    def __init__(self, job: Job, resources: SharedResources) -> None:
+        super().__init__(job, resources)
+        self._async = Helpers(job, resources)
+
+    def _on_loop(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._resources.loop).result()
+
+    def add_job(
+        self,
+        identifier: str,
+        payload: Any = None,
+        *,
+        queue_name: str | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> Job:
+        """Adds a job, with the same options as :func:`kongtask.add_job`."""
+        return self._on_loop(
+            self._async.add_job(identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts)
+        )
+
+    def query(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
+        """Runs one statement on the worker's pool; returns its rows (``[]`` when it has none)."""
+        return self._on_loop(self._async.query(query, params))
+
+    @contextlib.contextmanager
+    def with_pg_client(self) -> Iterator[psycopg.Connection[Any]]:
+        """A blocking connection for the block, from a small pool kept beside the worker's."""
+        with self._resources.sync_pool().connection() as conn:
+            yield conn

@@ -1,0 +1,190 @@
+"""Many workers in one process: the shared pool, LISTEN/NOTIFY wake-ups, signals and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import signal
+import time
+from collections.abc import Generator
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from . import _db
+from ._db import Backoff, OutageLog
+from .helpers import SharedResources
+from .queries import queries_for
+from .worker import CONNECTION_ERRORS, Worker, WorkerConfig
+
+log = logging.getLogger("kongtask.pool")
+
+#: After a forced shutdown, how long releases may keep retrying before jobs are left to expire.
+_FORCED_RELEASE_GRACE_S = 5.0
+
+
+class Runner:
+    """A running pool of workers.
+
+    ``await runner.stop()`` stops it gracefully (running jobs finish within ``shutdown_timeout``,
+    then are failed so they are retried); ``await runner`` (or ``await runner.wait()``) waits until
+    it has stopped. ``runner.worker_ids`` lists its workers.
+    """
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        pool: AsyncConnectionPool,
+        *,
+        concurrency: int,
+        once: bool,
+        shutdown_timeout: float,
+        owns_pool: bool,
+        handle_signals: bool,
+    ) -> None:
+        self._config = config
+        self._pool = pool
+        self._owns_pool = owns_pool
+        self._once = once
+        self._shutdown_timeout = shutdown_timeout
+        self._handle_signals = handle_signals
+        self._loop = asyncio.get_running_loop()
+        self._resources = SharedResources(pool, config.schema, self._loop)
+        self._outage = OutageLog(log)
+        self._workers = [Worker(config, self._resources, self) for _ in range(concurrency)]
+        self._idle: collections.OrderedDict[Worker, asyncio.Future[None]] = collections.OrderedDict()
+        self._stopping = False
+        self._forced_at: float | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+        self._signals_seen = 0
+        self._worker_tasks = [asyncio.ensure_future(w.run(once=once)) for w in self._workers]
+        self._listener = None if once else asyncio.ensure_future(self._listen())
+        self._done = asyncio.ensure_future(self._supervise())
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+
+    # --- what workers ask of the pool (worker.Coordinator) ----------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def outage(self) -> OutageLog:
+        return self._outage
+
+    async def idle(self, worker: Worker) -> None:
+        waiter = self._loop.create_future()
+        self._idle[worker] = waiter
+        try:
+            await asyncio.wait_for(waiter, self._config.poll_interval)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._idle.pop(worker, None)
+
+    def found_job(self) -> None:
+        self._wake(1)
+
+    def release_abandoned(self) -> bool:
+        return self._forced_at is not None and time.monotonic() - self._forced_at > _FORCED_RELEASE_GRACE_S
+
+    # --- public surface ----------------------------------------------------------------------------
+
+    @property
+    def worker_ids(self) -> list[str]:
+        return [w.id for w in self._workers]
+
+    async def stop(self) -> None:
+        """Stops fetching, lets running jobs finish within the shutdown timeout, and waits."""
+        self._begin_stop("stop()")
+        await self.wait()
+
+    async def wait(self) -> None:
+        """Waits until every worker has stopped and the pool is closed."""
+        await asyncio.shield(self._done)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.wait().__await__()
+
+    # --- internals ----------------------------------------------------------------------------------
+
+    def _wake(self, count: int | None = None) -> None:
+        for worker in list(self._idle)[:count]:
+            waiter = self._idle.pop(worker)
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals_seen += 1
+        if self._signals_seen == 1:
+            log.warning(
+                "%s received: finishing running jobs (up to %.0fs; send it again to stop now)",
+                sig.name, self._shutdown_timeout,
+            )
+            self._begin_stop(sig.name)
+        else:
+            log.warning("%s received again: stopping now", sig.name)
+            self._force(sig.name)
+
+    def _begin_stop(self, reason: str) -> None:
+        if self._stop_task is None:
+            self._stopping = True
+            self._wake()
+            self._stop_task = asyncio.ensure_future(self._graceful_stop(reason))
+
+    async def _graceful_stop(self, reason: str) -> None:
+        _, pending = await asyncio.wait(self._worker_tasks, timeout=self._shutdown_timeout)
+        if pending:
+            log.warning("shutdown timeout (%.0fs) passed with %d job(s) running", self._shutdown_timeout, len(pending))
+            self._force(reason)
+
+    def _force(self, reason: str) -> None:
+        self._stopping = True
+        self._wake()
+        if self._forced_at is None:
+            self._forced_at = time.monotonic()
+        for worker in self._workers:
+            worker.abort(f"Forced worker shutdown due to {reason}")
+
+    async def _supervise(self) -> None:
+        try:
+            results = await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                    log.error("a worker stopped on an unexpected error", exc_info=result)
+        finally:
+            self._stopping = True
+            if self._stop_task is not None and not self._stop_task.done():
+                self._stop_task.cancel()
+            if self._listener is not None:
+                self._listener.cancel()
+                await asyncio.gather(self._listener, return_exceptions=True)
+            if self._handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    self._loop.remove_signal_handler(sig)
+            await asyncio.to_thread(self._resources.close_sync_pool)
+            if self._owns_pool:
+                await self._pool.close()
+
+    async def _listen(self) -> None:
+        """Keeps a dedicated connection listening for new jobs, reconnecting when it drops."""
+        listen = queries_for(self._config.schema).listen
+        backoff = Backoff()
+        while not self._stopping:
+            try:
+                conn = await _db.connect(self._pool.conninfo, **self._pool.kwargs)
+                async with conn:
+                    await conn.execute(listen)
+                    self._outage.recovered()
+                    backoff.reset()
+                    # Anything added while we were not listening is waiting now.
+                    self._wake()
+                    async for _ in conn.notifies():
+                        self._wake(1)
+            except (*CONNECTION_ERRORS, _db.ConnectionFailed) as exc:
+                self._outage.failed(exc)
+            if not self._stopping:
+                await asyncio.sleep(backoff.next())

@@ -1,0 +1,161 @@
+"""Turning a folder of task files, or a module, into ``{task name: callable}``.
+
+Each ``*.py`` file directly in the folder is one task named after the file; it defines
+``task(payload, helpers)`` as ``def`` or ``async def``. Files whose names start with ``_`` or ``.``
+are helper modules, not tasks.
+
+Task files are imported as members of a private package, never from ``sys.path``, so a task named
+``json.py`` cannot shadow the standard library. A task file imports a sibling helper module either
+relatively (``from . import _mail``) or by its plain name (``import _mail``): plain names are looked
+up in the tasks folder only after every other place has said no.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import inspect
+import sys
+import traceback
+import types
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Union
+
+from .errors import TaskLoadError
+
+#: A task: ``def task(payload, helpers)`` or ``async def task(payload, helpers)``.
+Task = Callable[[Any, Any], Union[Any, Awaitable[Any]]]
+
+_PACKAGE_PREFIX = "kongtask_tasks_"
+
+
+class _FolderFallbackFinder(importlib.abc.MetaPathFinder):
+    """Finds top-level modules in a tasks folder, asked only after every other finder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if path is not None or "." in fullname:
+            return None
+        return importlib.machinery.PathFinder.find_spec(fullname, [str(self.folder)])
+
+
+def _install_fallback_finder(folder: Path) -> None:
+    for finder in sys.meta_path:
+        if isinstance(finder, _FolderFallbackFinder) and finder.folder == folder:
+            return
+    sys.meta_path.append(_FolderFallbackFinder(folder))
+
+
+def _folder_package(folder: Path) -> str:
+    """A private package whose ``__path__`` is ``folder``, so task files import relatively."""
+    name = _PACKAGE_PREFIX + hashlib.sha1(str(folder).encode()).hexdigest()[:12]
+    if name not in sys.modules:
+        package = types.ModuleType(name)
+        package.__path__ = [str(folder)]
+        package.__package__ = name
+        sys.modules[name] = package
+    return name
+
+
+def _describe_import_error(path: Path, exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f"{exc.filename}:{exc.lineno}" if exc.lineno else exc.filename
+        return f"{where}: syntax error: {exc.msg}"
+    # Name the deepest frame inside the tasks folder: that is the line the user has to fix.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).parent == path.parent]
+    where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(path)
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _import_file(package: str, path: Path) -> types.ModuleType:
+    fullname = f"{package}.{path.stem}"
+    spec = importlib.util.spec_from_file_location(fullname, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[fullname] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:  # a task file may raise anything at import, SystemExit included
+        del sys.modules[fullname]
+        raise TaskLoadError(f"cannot load task file {_describe_import_error(path, exc)}") from None
+    return module
+
+
+def _check_task(where: str, name: str, candidate: object) -> Task:
+    if candidate is None:
+        raise TaskLoadError(
+            f"{where} defines no `task`; add `def task(payload, helpers):` (or `async def`) to it"
+        )
+    if not callable(candidate):
+        raise TaskLoadError(f"{where}: `{name}` is a {type(candidate).__name__}, not a function")
+    return candidate  # type: ignore[return-value]
+
+
+def task_files(folder: Path) -> list[Path]:
+    """The files of ``folder`` that are tasks, sorted by name."""
+    return sorted(
+        p for p in folder.glob("*.py") if p.is_file() and not p.name.startswith(("_", "."))
+    )
+
+
+def load_task_directory(folder: str | Path) -> dict[str, Task]:
+    """Loads every task file in ``folder``; raises :class:`TaskLoadError` naming file and line."""
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise TaskLoadError(f"tasks folder {folder} does not exist; create it or pass --tasks DIR")
+    package = _folder_package(folder)
+    _install_fallback_finder(folder)
+    tasks: dict[str, Task] = {}
+    for path in task_files(folder):
+        module = _import_file(package, path)
+        tasks[path.stem] = _check_task(str(path), "task", getattr(module, "task", None))
+    return tasks
+
+
+def load_task_module(module: str | types.ModuleType) -> dict[str, Task]:
+    """Loads several tasks from one module (a dotted name, a ``.py`` path, or the module itself).
+
+    The module either groups its tasks in a mapping named ``tasks`` (``tasks = {"name": fn}``), or
+    every public function defined in it (or listed in ``__all__``) is a task named after itself.
+    """
+    if isinstance(module, str):
+        if module.endswith(".py"):
+            path = Path(module).resolve()
+            if not path.is_file():
+                raise TaskLoadError(f"task module {path} does not exist")
+            module = _import_file(_folder_package(path.parent), path)
+        else:
+            try:
+                module = importlib.import_module(module)
+            except ImportError as exc:
+                raise TaskLoadError(f"cannot import task module {module!r}: {exc}") from None
+    where = getattr(module, "__file__", None) or module.__name__
+    grouped = getattr(module, "tasks", None)
+    if grouped is not None:
+        if not isinstance(grouped, Mapping):
+            raise TaskLoadError(f"{where}: `tasks` must map task names to functions")
+        return {str(name): _check_task(where, str(name), fn) for name, fn in grouped.items()}
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_") and inspect.isfunction(value) and value.__module__ == module.__name__
+        ]
+    tasks = {name: _check_task(where, name, getattr(module, name, None)) for name in names}
+    if not tasks:
+        raise TaskLoadError(f"{where} defines no tasks; add functions or a `tasks` mapping")
+    return tasks
+
+
+def is_async_task(task: Task) -> bool:
+    """Whether calling ``task`` returns something to await (``async def``, or a callable object's)."""
+    if inspect.iscoroutinefunction(task):
+        return True
+    call = getattr(task, "__call__", None)
+    return inspect.iscoroutinefunction(call)

@@ -1,0 +1,260 @@
+"""One worker: fetch a job, run its task, release the job (complete or fail), go again.
+
+A worker owns nothing but its id and, for plain ``def`` tasks, one daemon thread. The pool it
+belongs to (:mod:`kongtask.pool`) wakes it when jobs arrive and tells it when to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from . import jobs
+from ._db import Backoff, OutageLog
+from .helpers import Helpers, SharedResources, SyncHelpers
+from .job import Job
+from .queries import queries_for
+from .tasks import Task, is_async_task
+
+log = logging.getLogger("kongtask.worker")
+
+#: What a lost or unusable connection looks like to the worker: retried, never fatal.
+CONNECTION_ERRORS = (psycopg.OperationalError, PoolTimeout)
+
+
+def make_worker_id() -> str:
+    """``worker-`` and 20 random hex characters: distinct across processes and machines."""
+    return f"worker-{secrets.token_hex(10)}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every worker of a pool runs with."""
+
+    tasks: Mapping[str, Task]
+    schema: str
+    poll_interval: float
+    job_expiry: timedelta
+    log_success: bool
+    task_names: list[str] = field(init=False)
+    async_tasks: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task_names", sorted(self.tasks))
+        object.__setattr__(self, "async_tasks", frozenset(n for n, t in self.tasks.items() if is_async_task(t)))
+
+
+class Coordinator(Protocol):
+    """What a worker needs from its pool."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def outage(self) -> OutageLog: ...
+
+    async def idle(self, worker: Worker) -> None:
+        """Waits until a job may be waiting: a NOTIFY, the poll interval, or a stop."""
+
+    def found_job(self) -> None:
+        """A job was fetched: more may be waiting, so wake one more idle worker."""
+
+    def release_abandoned(self) -> bool:
+        """Whether a release that keeps failing should be given up (a forced end)."""
+
+
+class TaskAborted(Exception):
+    """The task was stopped from outside (forced shutdown); its message is the reason."""
+
+
+class _BaseExceptionInTask(Exception):
+    """Carries a SystemExit or KeyboardInterrupt raised by task code, so it fails only that job."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+class _TaskThread:
+    """A daemon thread that runs one worker's plain ``def`` tasks, one at a time.
+
+    Daemon, so a task stuck in a loop never keeps the process alive after a forced shutdown.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._inbox: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._inbox.put((future, fn, args))
+        return future
+
+    def retire(self) -> None:
+        """Ends the thread once its current call returns (if it ever does)."""
+        self._inbox.put(None)
+
+    def _serve(self) -> None:
+        while (item := self._inbox.get()) is not None:
+            future, fn, args = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the worker, which fails the job
+                future.set_exception(exc)
+
+
+def error_message(error: BaseException) -> str:
+    """What ``last_error`` records: the message, else the class name; never empty, never NUL."""
+    try:
+        message = str(error)
+    except Exception as exc:  # noqa: BLE001 - a hostile __str__ must not stop the worker
+        message = f"{type(error).__name__} (its message could not be read: {type(exc).__name__})"
+    if not message.strip():
+        message = type(error).__name__
+    elif not isinstance(error, Exception):
+        # SystemExit(3) says just "3": name what was raised.
+        message = f"{type(error).__name__}: {message}"
+    # PostgreSQL text cannot hold NUL; lone surrogates cannot be encoded to UTF-8.
+    return message.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class Worker:
+    """Runs jobs one after another until its pool stops it (or, ``once``, until none is left)."""
+
+    def __init__(self, config: WorkerConfig, resources: SharedResources, coordinator: Coordinator) -> None:
+        self.id = make_worker_id()
+        self.current_job: Job | None = None
+        self._config = config
+        self._resources = resources
+        self._coordinator = coordinator
+        self._thread: _TaskThread | None = None
+        self._running: asyncio.Future[Any] | None = None
+        self._abort_reason: str | None = None
+
+    async def run(self, once: bool = False) -> None:
+        while not self._coordinator.stopping:
+            job = await self._fetch()
+            if job is None:
+                if once or self._coordinator.stopping:
+                    return
+                await self._coordinator.idle(self)
+                continue
+            self._coordinator.found_job()
+            await self._perform(job)
+        if self._thread is not None:
+            self._thread.retire()
+
+    def abort(self, reason: str) -> None:
+        """Stops the running task now; its job fails with ``reason`` so it is retried."""
+        self._abort_reason = reason
+        if self._running is not None and not self._running.done():
+            self._running.cancel()
+
+    # --- fetch ---------------------------------------------------------------------------------
+
+    async def _fetch(self) -> Job | None:
+        config = self._config
+        statement = jobs.get_job_statement(config.schema, self.id, config.task_names, config.job_expiry)
+        backoff = Backoff()
+        while True:
+            try:
+                async with self._resources.pool.connection() as conn:
+                    job = await jobs.fetch_job(conn, statement)
+                self._coordinator.outage.recovered()
+                return job
+            except CONNECTION_ERRORS as exc:
+                self._coordinator.outage.failed(exc)
+                if self._coordinator.stopping:
+                    return None
+                await asyncio.sleep(backoff.next())
+
+    # --- run -----------------------------------------------------------------------------------
+
+    async def _perform(self, job: Job) -> None:
+        self.current_job = job
+        start = time.perf_counter()
+        error: BaseException | None = None
+        self._running = asyncio.ensure_future(self._invoke(job))
+        try:
+            await self._running
+        except asyncio.CancelledError:
+            if self._abort_reason is None:
+                raise
+            error = TaskAborted(self._abort_reason)
+            self._abandon_thread(job)
+        except _BaseExceptionInTask as exc:
+            error = exc.original
+        except Exception as exc:  # noqa: BLE001 - any task failure fails the job, nothing more
+            error = exc
+        finally:
+            self._running = None
+        duration_ms = (time.perf_counter() - start) * 1000
+        if error is None:
+            if self._config.log_success:
+                log.info("Completed task %s (%s) with success (%.2fms)", job.id, job.task_identifier, duration_ms)
+            await self._release(queries_for(self._config.schema).complete_job_quietly, (self.id, job.id))
+        else:
+            message = error_message(error)
+            log.error(
+                "Failed task %s (%s) with error %s (%.2fms):",
+                job.id, job.task_identifier, message, duration_ms,
+                exc_info=None if isinstance(error, TaskAborted) else error,
+            )
+            await self._release(queries_for(self._config.schema).fail_job_quietly, (self.id, job.id, message))
+        self.current_job = None
+
+    async def _invoke(self, job: Job) -> Any:
+        task = self._config.tasks[job.task_identifier]
+        try:
+            if job.task_identifier in self._config.async_tasks:
+                return await task(job.payload, Helpers(job, self._resources))
+            if self._thread is None:
+                self._thread = _TaskThread(f"kongtask-{self.id}")
+            future = self._thread.submit(task, job.payload, SyncHelpers(job, self._resources))
+            return await asyncio.wrap_future(future)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            raise _BaseExceptionInTask(exc) from exc
+
+    def _abandon_thread(self, job: Job) -> None:
+        # A plain def task cannot be interrupted: leave its thread to finish alone, unobserved.
+        if job.task_identifier not in self._config.async_tasks and self._thread is not None:
+            self._thread.retire()
+            self._thread = None
+
+    # --- release -------------------------------------------------------------------------------
+
+    async def _release(self, query: str, params: tuple[Any, ...]) -> None:
+        """Completes or fails the job, retrying through outages until it lands or we are forced."""
+        backoff = Backoff(ceiling=2.0)
+        while True:
+            try:
+                async with self._resources.pool.connection() as conn:
+                    await conn.execute(query, params)
+                self._coordinator.outage.recovered()
+                return
+            except CONNECTION_ERRORS as exc:
+                self._coordinator.outage.failed(exc)
+                if self._coordinator.release_abandoned():
+                    log.error(
+                        "could not release job %s before shutdown; its queue stays locked by %s until the "
+                        "job expiry passes",
+                        params[1], self.id,
+                    )
+                    return
+                await asyncio.sleep(backoff.next())
