@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -34,12 +35,14 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
 
 
 async def wait_until_async(
-    condition: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
+    condition: Callable[[], T | Awaitable[T]], timeout: float = 10.0, interval: float = 0.02, what: str = "condition"
 ) -> T:
-    """The async twin of :func:`wait_until`."""
+    """The async twin of :func:`wait_until`; ``condition`` may return a value or an awaitable."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await condition()
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
