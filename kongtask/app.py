@@ -24,7 +24,7 @@ from .errors import ConfigurationError
 from .job import Job
 from .pool import Runner
 from .queries import DEFAULT_SCHEMA
-from .tasks import Task
+from .tasks import Task, set_task_timeout
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,10 +50,14 @@ class App:
     def task(self, name: F) -> F: ...
 
     @overload
-    def task(self, name: str | None = None) -> Callable[[F], F]: ...
+    def task(self, name: str | None = None, *, timeout: float | None = None) -> Callable[[F], F]: ...
 
-    def task(self, name: str | F | None = None) -> F | Callable[[F], F]:
-        """Registers a task: ``@app.task`` (named after the function) or ``@app.task("name")``."""
+    def task(self, name: str | F | None = None, *, timeout: float | None = None) -> F | Callable[[F], F]:
+        """Registers a task: ``@app.task``, ``@app.task("name")`` or ``@app.task(timeout=30)``.
+
+        A task is named after its function unless a name is given; ``timeout`` (seconds) overrides
+        the worker's ``task_timeout`` for this task.
+        """
         if callable(name):
             return self.task(None)(name)
 
@@ -61,6 +65,7 @@ class App:
             task_name = name or fn.__name__
             if task_name in self.tasks:
                 raise ConfigurationError(f"a task named {task_name!r} is already registered")
+            set_task_timeout(f"task {task_name!r}", fn, timeout)
             self.tasks[task_name] = fn
             return fn
 

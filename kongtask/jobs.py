@@ -8,11 +8,13 @@ share their statement building and row decoding, and differ only in the connecti
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg.rows import class_row
+from psycopg.types.json import JsonLoader
 
 from .errors import PayloadError
 from .job import Job
@@ -22,6 +24,27 @@ from .queries import ADD_JOB_OPTIONS, queries_for
 DEFAULT_JOB_EXPIRY = timedelta(hours=4)
 
 _Statement = tuple[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class UndecodablePayload:
+    """Stands in for a payload PostgreSQL stored but Python cannot decode (nested too deeply)."""
+
+    reason: str
+
+
+class TolerantJsonLoader(JsonLoader):
+    """Decodes json columns; a payload that cannot be decoded becomes :class:`UndecodablePayload`.
+
+    PostgreSQL accepts JSON nested thousands of levels deep, deeper than Python's decoder goes; one
+    such job must fail on its own rather than stop the worker that fetched it.
+    """
+
+    def load(self, data: Any) -> Any:
+        try:
+            return super().load(data)
+        except (RecursionError, ValueError) as exc:
+            return UndecodablePayload(f"{type(exc).__name__}: {exc}")
 
 
 def encode_payload(payload: Any) -> str:

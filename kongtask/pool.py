@@ -40,6 +40,7 @@ class Runner:
         concurrency: int,
         once: bool,
         shutdown_timeout: float,
+        heartbeat_interval: float,
         owns_pool: bool,
         handle_signals: bool,
     ) -> None:
@@ -48,6 +49,7 @@ class Runner:
         self._owns_pool = owns_pool
         self._once = once
         self._shutdown_timeout = shutdown_timeout
+        self._heartbeat_interval = heartbeat_interval
         self._handle_signals = handle_signals
         self._loop = asyncio.get_running_loop()
         self._resources = SharedResources(pool, config.schema, self._loop)
@@ -60,6 +62,7 @@ class Runner:
         self._signals_seen = 0
         self._worker_tasks = [asyncio.ensure_future(w.run(once=once)) for w in self._workers]
         self._listener = None if once else asyncio.ensure_future(self._listen())
+        self._heartbeat = asyncio.ensure_future(self._beat())
         self._done = asyncio.ensure_future(self._supervise())
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -159,9 +162,10 @@ class Runner:
             self._stopping = True
             if self._stop_task is not None and not self._stop_task.done():
                 self._stop_task.cancel()
-            if self._listener is not None:
-                self._listener.cancel()
-                await asyncio.gather(self._listener, return_exceptions=True)
+            background = [t for t in (self._listener, self._heartbeat) if t is not None]
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             if self._handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     self._loop.remove_signal_handler(sig)
@@ -188,3 +192,17 @@ class Runner:
                 self._outage.failed(exc)
             if not self._stopping:
                 await asyncio.sleep(backoff.next())
+
+    async def _beat(self) -> None:
+        """Refreshes ``locked_at`` of every queue a running job holds, one statement per beat."""
+        heartbeat = queries_for(self._config.schema).heartbeat
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            busy = [w.id for w in self._workers if w.current_job is not None]
+            if not busy:
+                continue
+            try:
+                async with self._pool.connection() as conn:
+                    await conn.execute(heartbeat, (busy,))
+            except CONNECTION_ERRORS as exc:
+                self._outage.failed(exc)

@@ -45,6 +45,11 @@ class Queries:
         self.complete_job_quietly = _render("select id from {schema}.complete_job(%s, %s)", schema)
         self.fail_job_quietly = _render("select id from {schema}.fail_job(%s, %s, %s)", schema)
 
+        # Keeps the queues of running jobs fresh, so only a dead worker's lock ever expires.
+        self.heartbeat = _render(
+            "update {schema}.job_queues set locked_at = now() where locked_by = any(%s::text[])", schema
+        )
+
         # --- NOTIFY wake-ups ---
         self.listen = _render("listen {channel}", schema, channel=JOBS_INSERT_CHANNEL)
 

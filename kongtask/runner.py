@@ -10,18 +10,17 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
-from . import _db
+from . import _db, defaults
 from ._db import Backoff
 from .errors import ConfigurationError, ConnectionFailed
-from .jobs import DEFAULT_JOB_EXPIRY
 from .migrate import migrate_connection
 from .pool import Runner
-from .queries import DEFAULT_SCHEMA
 from .tasks import Task, load_task_directory
 from .worker import WorkerConfig
 
@@ -78,58 +77,78 @@ async def _migrate_with_retry(conninfo: str, schema: str, *, retry: bool) -> Non
         return
 
 
-async def _start(
-    *,
-    task_directory: str | Path | None,
-    task_list: Mapping[str, Task] | None,
-    pool: AsyncConnectionPool | None,
-    connection_string: str | None,
-    schema: str,
-    concurrency: int,
-    poll_interval: float,
-    shutdown_timeout: float,
-    job_expiry: timedelta,
-    handle_signals: bool,
-    once: bool,
-) -> Runner:
-    if concurrency < 1:
-        raise ConfigurationError(f"concurrency must be at least 1, got {concurrency}")
-    if poll_interval <= 0:
-        raise ConfigurationError(f"poll_interval must be positive, got {poll_interval}")
-    tasks = _resolve_tasks(task_directory, task_list)
-    conninfo = resolve_connection_string(pool, connection_string)
-    owns_pool = pool is None
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of :func:`run` and :func:`run_once`; see :func:`run` for their meaning."""
+
+    task_directory: str | Path | None = None
+    task_list: Mapping[str, Task] | None = None
+    pool: AsyncConnectionPool | None = None
+    connection_string: str | None = None
+    schema: str = defaults.SCHEMA
+    concurrency: int = defaults.CONCURRENCY
+    poll_interval: float = defaults.POLL_INTERVAL
+    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT
+    job_expiry: timedelta = defaults.JOB_EXPIRY
+    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL
+    task_timeout: float | None = defaults.TASK_TIMEOUT
+    handle_signals: bool = False
+
+    def check(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.poll_interval <= 0:
+            raise ConfigurationError(f"poll_interval must be positive, got {self.poll_interval}")
+        if self.heartbeat_interval <= 0:
+            raise ConfigurationError(f"heartbeat_interval must be positive, got {self.heartbeat_interval}")
+        if self.job_expiry.total_seconds() <= self.heartbeat_interval:
+            raise ConfigurationError(
+                f"job_expiry ({self.job_expiry.total_seconds():g}s) must be longer than the heartbeat interval "
+                f"({self.heartbeat_interval:g}s), or live workers would lose their jobs"
+            )
+        if self.task_timeout is not None and self.task_timeout <= 0:
+            raise ConfigurationError(f"task_timeout must be positive, got {self.task_timeout}")
+
+
+async def start(options: RunOptions, *, once: bool) -> Runner:
+    """Checks the options, migrates, and starts the workers."""
+    options.check()
+    tasks = _resolve_tasks(options.task_directory, options.task_list)
+    conninfo = resolve_connection_string(options.pool, options.connection_string)
+    pool = options.pool
     if pool is None:
         assert conninfo is not None
         _db.connection_kwargs(conninfo)  # a malformed string fails here, in one line
-        await _migrate_with_retry(conninfo, schema, retry=not once)
+        await _migrate_with_retry(conninfo, options.schema, retry=not once)
         pool = AsyncConnectionPool(
             conninfo,
             kwargs=_db.connection_kwargs(conninfo),
             min_size=1,
-            max_size=concurrency + _EXTRA_POOL_CONNECTIONS,
+            max_size=options.concurrency + _EXTRA_POOL_CONNECTIONS,
             open=False,
             name="kongtask",
         )
         await pool.open()
     else:
         async with pool.connection() as conn:
-            await migrate_connection(conn, schema)
+            await migrate_connection(conn, options.schema)
     config = WorkerConfig(
         tasks=tasks,
-        schema=schema,
-        poll_interval=poll_interval,
-        job_expiry=job_expiry,
+        schema=options.schema,
+        poll_interval=options.poll_interval,
+        job_expiry=options.job_expiry,
         log_success=not os.environ.get("NO_LOG_SUCCESS"),
+        task_timeout=options.task_timeout,
     )
     return Runner(
         config,
         pool,
-        concurrency=concurrency,
+        concurrency=options.concurrency,
         once=once,
-        shutdown_timeout=shutdown_timeout,
-        owns_pool=owns_pool,
-        handle_signals=handle_signals,
+        shutdown_timeout=options.shutdown_timeout,
+        heartbeat_interval=options.heartbeat_interval,
+        owns_pool=options.pool is None,
+        handle_signals=options.handle_signals,
     )
 
 
@@ -139,23 +158,32 @@ async def run(
     task_list: Mapping[str, Task] | None = None,
     pool: AsyncConnectionPool | None = None,
     connection_string: str | None = None,
-    schema: str = DEFAULT_SCHEMA,
-    concurrency: int = 1,
-    poll_interval: float = 2.0,
-    shutdown_timeout: float = 30.0,
-    job_expiry: timedelta = DEFAULT_JOB_EXPIRY,
+    schema: str = defaults.SCHEMA,
+    concurrency: int = defaults.CONCURRENCY,
+    poll_interval: float = defaults.POLL_INTERVAL,
+    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT,
+    job_expiry: timedelta = defaults.JOB_EXPIRY,
+    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
+    task_timeout: float | None = defaults.TASK_TIMEOUT,
     handle_signals: bool = False,
 ) -> Runner:
     """Migrates, then runs ``concurrency`` workers until stopped; returns the running :class:`Runner`.
 
-    New jobs wake an idle worker at once through ``LISTEN "jobs:insert"``; ``poll_interval``
-    (seconds) is the fallback. With ``handle_signals``, SIGINT/SIGTERM stop gracefully and a second
-    signal stops at once.
+    - Tasks: ``task_directory`` (a folder of task files) or ``task_list`` (``{name: function}``).
+    - Database: ``pool`` (an open ``AsyncConnectionPool``), ``connection_string``, or ``DATABASE_URL``.
+    - ``poll_interval`` (seconds): how often an idle worker looks for jobs when no NOTIFY arrives.
+    - ``shutdown_timeout`` (seconds): how long running jobs may take to finish after a stop request.
+    - ``heartbeat_interval`` (seconds) and ``job_expiry``: running jobs refresh their queue's lock
+      every heartbeat; a lock older than ``job_expiry`` belongs to a dead worker and is taken over.
+    - ``task_timeout`` (seconds): the default limit for one task; a task may set its own.
+    - ``handle_signals``: SIGINT/SIGTERM stop gracefully; a second signal stops at once.
     """
-    return await _start(
-        task_directory=task_directory, task_list=task_list, pool=pool, connection_string=connection_string,
-        schema=schema, concurrency=concurrency, poll_interval=poll_interval, shutdown_timeout=shutdown_timeout,
-        job_expiry=job_expiry, handle_signals=handle_signals, once=False,
+    return await start(
+        RunOptions(
+            task_directory, task_list, pool, connection_string, schema, concurrency, poll_interval,
+            shutdown_timeout, job_expiry, heartbeat_interval, task_timeout, handle_signals,
+        ),
+        once=False,
     )
 
 
@@ -165,18 +193,25 @@ async def run_once(
     task_list: Mapping[str, Task] | None = None,
     pool: AsyncConnectionPool | None = None,
     connection_string: str | None = None,
-    schema: str = DEFAULT_SCHEMA,
-    concurrency: int = 1,
-    poll_interval: float = 2.0,
-    shutdown_timeout: float = 30.0,
-    job_expiry: timedelta = DEFAULT_JOB_EXPIRY,
+    schema: str = defaults.SCHEMA,
+    concurrency: int = defaults.CONCURRENCY,
+    poll_interval: float = defaults.POLL_INTERVAL,
+    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT,
+    job_expiry: timedelta = defaults.JOB_EXPIRY,
+    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
+    task_timeout: float | None = defaults.TASK_TIMEOUT,
     handle_signals: bool = False,
 ) -> None:
-    """Migrates, then runs every runnable job with ``concurrency`` workers and returns."""
-    runner = await _start(
-        task_directory=task_directory, task_list=task_list, pool=pool, connection_string=connection_string,
-        schema=schema, concurrency=concurrency, poll_interval=poll_interval, shutdown_timeout=shutdown_timeout,
-        job_expiry=job_expiry, handle_signals=handle_signals, once=True,
+    """Migrates, then runs every runnable job with ``concurrency`` workers and returns.
+
+    The options are those of :func:`run`.
+    """
+    runner = await start(
+        RunOptions(
+            task_directory, task_list, pool, connection_string, schema, concurrency, poll_interval,
+            shutdown_timeout, job_expiry, heartbeat_interval, task_timeout, handle_signals,
+        ),
+        once=True,
     )
     await runner.wait()
 
@@ -185,7 +220,7 @@ async def migrate(
     *,
     connection_string: str | None = None,
     pool: AsyncConnectionPool | None = None,
-    schema: str = DEFAULT_SCHEMA,
+    schema: str = defaults.SCHEMA,
 ) -> list[int]:
     """Brings the database to the newest schema; returns the numbers of the migrations applied."""
     conninfo = resolve_connection_string(pool, connection_string)

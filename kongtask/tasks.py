@@ -96,6 +96,25 @@ def _check_task(where: str, name: str, candidate: object) -> Task:
     return candidate  # type: ignore[return-value]
 
 
+#: Where a task's own timeout is kept: set from a task file's module-level ``timeout``, or by
+#: ``@app.task(timeout=...)``.
+TIMEOUT_ATTRIBUTE = "__kongtask_timeout__"
+
+
+def set_task_timeout(where: str, task: Task, timeout: object) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise TaskLoadError(f"{where}: `timeout` must be a positive number of seconds, got {timeout!r}")
+    setattr(task, TIMEOUT_ATTRIBUTE, float(timeout))
+
+
+def task_timeout(task: Task, default: float | None) -> float | None:
+    """The task's own timeout in seconds, else ``default``."""
+    own: float | None = getattr(task, TIMEOUT_ATTRIBUTE, None)
+    return own if own is not None else default
+
+
 def task_files(folder: Path) -> list[Path]:
     """The files of ``folder`` that are tasks, sorted by name."""
     return sorted(
@@ -113,7 +132,9 @@ def load_task_directory(folder: str | Path) -> dict[str, Task]:
     tasks: dict[str, Task] = {}
     for path in task_files(folder):
         module = _import_file(package, path)
-        tasks[path.stem] = _check_task(str(path), "task", getattr(module, "task", None))
+        task = _check_task(str(path), "task", getattr(module, "task", None))
+        set_task_timeout(str(path), task, getattr(module, "timeout", None))
+        tasks[path.stem] = task
     return tasks
 
 

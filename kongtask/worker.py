@@ -13,6 +13,7 @@ import queue
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,10 +24,11 @@ from psycopg_pool import PoolTimeout
 
 from . import jobs
 from ._db import Backoff, OutageLog
+from .errors import PayloadError
 from .helpers import Helpers, SharedResources, SyncHelpers
 from .job import Job
 from .queries import queries_for
-from .tasks import Task, is_async_task
+from .tasks import Task, is_async_task, task_timeout
 
 log = logging.getLogger("kongtask.worker")
 
@@ -48,6 +50,7 @@ class WorkerConfig:
     poll_interval: float
     job_expiry: timedelta
     log_success: bool
+    task_timeout: float | None = None
     task_names: list[str] = field(init=False)
     async_tasks: frozenset[str] = field(init=False)
 
@@ -77,6 +80,19 @@ class Coordinator(Protocol):
 
 class TaskAborted(Exception):
     """The task was stopped from outside (forced shutdown); its message is the reason."""
+
+
+class TaskTimedOut(Exception):
+    """The task ran past its timeout."""
+
+
+_tolerant_connections: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
+
+
+def _decode_payloads_tolerantly(conn: psycopg.AsyncConnection[Any]) -> None:
+    if conn not in _tolerant_connections:
+        conn.adapters.register_loader("json", jobs.TolerantJsonLoader)
+        _tolerant_connections.add(conn)
 
 
 class _BaseExceptionInTask(Exception):
@@ -175,6 +191,7 @@ class Worker:
         while True:
             try:
                 async with self._resources.pool.connection() as conn:
+                    _decode_payloads_tolerantly(conn)
                     job = await jobs.fetch_job(conn, statement)
                 self._coordinator.outage.recovered()
                 return job
@@ -190,9 +207,16 @@ class Worker:
         self.current_job = job
         start = time.perf_counter()
         error: BaseException | None = None
+        timeout = task_timeout(self._config.tasks[job.task_identifier], self._config.task_timeout)
         self._running = asyncio.ensure_future(self._invoke(job))
         try:
-            await self._running
+            if timeout is None:
+                await self._running
+            else:
+                await asyncio.wait_for(self._running, timeout)
+        except asyncio.TimeoutError:
+            error = TaskTimedOut(f"Task timed out after {timeout:g}s")
+            self._abandon_thread(job)
         except asyncio.CancelledError:
             if self._abort_reason is None:
                 raise
@@ -214,13 +238,15 @@ class Worker:
             log.error(
                 "Failed task %s (%s) with error %s (%.2fms):",
                 job.id, job.task_identifier, message, duration_ms,
-                exc_info=None if isinstance(error, TaskAborted) else error,
+                exc_info=None if isinstance(error, (TaskAborted, TaskTimedOut)) else error,
             )
             await self._release(queries_for(self._config.schema).fail_job_quietly, (self.id, job.id, message))
         self.current_job = None
 
     async def _invoke(self, job: Job) -> Any:
         task = self._config.tasks[job.task_identifier]
+        if isinstance(job.payload, jobs.UndecodablePayload):
+            raise PayloadError(f"job payload cannot be decoded ({job.payload.reason})")
         try:
             if job.task_identifier in self._config.async_tasks:
                 return await task(job.payload, Helpers(job, self._resources))

@@ -1,0 +1,21 @@
+"""Every default of the library in one place (the CLI's settings start from these too)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from .queries import DEFAULT_SCHEMA
+
+SCHEMA = DEFAULT_SCHEMA
+CONCURRENCY = 1
+#: Seconds between fetches of an idle worker when no NOTIFY arrives (upstream: 2000 ms).
+POLL_INTERVAL = 2.0
+#: Seconds running jobs may take to finish after a stop request before they are failed.
+SHUTDOWN_TIMEOUT = 30.0
+#: Seconds between refreshes of ``locked_at`` on the queues of running jobs.
+HEARTBEAT_INTERVAL = 30.0
+#: A queue locked longer than this (without a heartbeat) is taken to belong to a dead worker.
+#: Four heartbeats: a live worker is never robbed, a dead one's job waits about two minutes.
+JOB_EXPIRY = timedelta(minutes=2)
+#: Seconds a task may run before it is failed; ``None`` means no limit.
+TASK_TIMEOUT: float | None = None
