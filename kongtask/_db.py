@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -78,6 +81,32 @@ def connect_sync(conninfo: str, **overrides: Any) -> psycopg.Connection[Any]:
         return psycopg.Connection.connect(conninfo, **kwargs)
     except psycopg.OperationalError as exc:
         raise connection_failed(conninfo, exc) from None
+
+
+@asynccontextmanager
+async def borrow(
+    connection_string: str | None = None,
+    pool: Any = None,
+    connection: psycopg.AsyncConnection[Any] | None = None,
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection for one piece of work: the caller's, one from its pool, or a new one.
+
+    A new one goes to ``connection_string``, else ``DATABASE_URL``, and is closed afterwards.
+    """
+    given = [n for n, v in (("connection_string", connection_string), ("pool", pool), ("connection", connection)) if v is not None]
+    if len(given) > 1:
+        raise ConfigurationError(f"give one of connection_string, pool or connection, not {' and '.join(given)}")
+    if connection is not None:
+        yield connection
+    elif pool is not None:
+        async with pool.connection() as conn:
+            yield conn
+    else:
+        conninfo = connection_string or os.environ.get("DATABASE_URL")
+        if not conninfo:
+            raise ConfigurationError("no database given: pass connection_string= or pool=, or set DATABASE_URL")
+        async with await connect(conninfo) as conn:
+            yield conn
 
 
 def _first_line(exc: BaseException) -> str:

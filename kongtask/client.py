@@ -15,13 +15,6 @@ from .queries import DEFAULT_SCHEMA
 from .runner import resolve_connection_string
 
 
-def _one_target(connection_string: str | None, pool: Any, connection: Any) -> None:
-    given = [name for name, value in (("connection_string", connection_string), ("pool", pool),
-                                      ("connection", connection)) if value is not None]
-    if len(given) > 1:
-        raise ConfigurationError(f"give one of connection_string, pool or connection, not {' and '.join(given)}")
-
-
 async def add_job(
     identifier: str,
     payload: Any = None,
@@ -44,17 +37,8 @@ async def add_job(
     statement = jobs.add_job_statement(
         schema, identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts
     )
-    _one_target(connection_string, pool, connection)
-    if connection is not None:
-        job = await jobs.fetch_job(connection, statement)
-    elif pool is not None:
-        async with pool.connection() as conn:
-            job = await jobs.fetch_job(conn, statement)
-    else:
-        conninfo = resolve_connection_string(None, connection_string)
-        assert conninfo is not None
-        async with await _db.connect(conninfo) as conn:
-            job = await jobs.fetch_job(conn, statement)
+    async with _db.borrow(connection_string, pool, connection) as conn:
+        job = await jobs.fetch_job(conn, statement)
     assert job is not None
     return job
 
@@ -75,7 +59,8 @@ def add_job_sync(
     statement = jobs.add_job_statement(
         schema, identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts
     )
-    _one_target(connection_string, pool, connection)
+    if sum(target is not None for target in (connection_string, pool, connection)) > 1:
+        raise ConfigurationError("give one of connection_string, pool or connection")
     if connection is not None:
         job = jobs.fetch_job_sync(connection, statement)
     elif pool is not None:

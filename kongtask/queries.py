@@ -50,6 +50,36 @@ class Queries:
             "update {schema}.job_queues set locked_at = now() where locked_by = any(%s::text[])", schema
         )
 
+        # --- admin: plain SQL on the v0.1.0 tables, no schema of their own ---
+        self.list_jobs = _render(
+            "select j.id, j.task_identifier, j.queue_name, j.priority, j.run_at, j.attempts,"
+            " j.max_attempts, j.last_error, q.locked_by, q.locked_at"
+            " from {schema}.jobs j left join {schema}.job_queues q on q.queue_name = j.queue_name"
+            " where (%(state)s = 'all'"
+            "   or (%(state)s = 'locked' and q.locked_by is not null)"
+            "   or (%(state)s = 'failed' and j.last_error is not null and j.attempts < j.max_attempts)"
+            "   or (%(state)s = 'dead' and j.attempts >= j.max_attempts))"
+            " order by j.priority, j.run_at, j.id limit %(limit)s",
+            schema,
+        )
+        self.unlock_worker = _render(
+            "update {schema}.job_queues set locked_by = null, locked_at = null"
+            " where locked_by = %s returning queue_name",
+            schema,
+        )
+        # One more attempt, now; attempts keeps its history.
+        self.retry_job = _render(
+            "update {schema}.jobs set run_at = now(), max_attempts = greatest(max_attempts, attempts + 1)"
+            " where id = %s returning *",
+            schema,
+        )
+        self.reschedule_job = _render(
+            "update {schema}.jobs set run_at = coalesce(%s, run_at), priority = coalesce(%s, priority)"
+            " where id = %s returning *",
+            schema,
+        )
+        self.delete_job = _render("delete from {schema}.jobs where id = %s returning *", schema)
+
         # --- NOTIFY wake-ups ---
         self.listen = _render("listen {channel}", schema, channel=JOBS_INSERT_CHANNEL)
 

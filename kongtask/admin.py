@@ -1,0 +1,92 @@
+"""Looking after stuck and failed jobs: list, unlock, retry, reschedule, delete.
+
+Plain SQL on the v0.1.0 tables (no schema of their own), so they work on any graphile-worker
+v0.1.0 database, whoever migrated it. Each function takes ``connection_string`` (default
+``DATABASE_URL``), ``pool`` or ``connection``, and ``schema``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg.rows import class_row
+
+from . import defaults
+from ._db import borrow
+from .errors import ConfigurationError
+from .job import Job
+from .queries import queries_for
+
+JobState = Literal["all", "locked", "failed", "dead"]
+JOB_STATES: tuple[JobState, ...] = ("all", "locked", "failed", "dead")
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A job as the admin listing shows it, with the lock on its queue."""
+
+    id: int
+    task_identifier: str
+    queue_name: str
+    priority: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    locked_by: str | None
+    locked_at: datetime | None
+
+
+async def list_jobs(
+    state: JobState = "all", *, limit: int = 100, schema: str = defaults.SCHEMA, **target: Any
+) -> list[JobSummary]:
+    """Jobs in ``state``: ``locked`` (their queue is held by a worker), ``failed`` (will be retried),
+    ``dead`` (attempts reached max_attempts: never retried unless you say so), or ``all``."""
+    if state not in JOB_STATES:
+        raise ConfigurationError(f"unknown job state {state!r}; choose one of {', '.join(JOB_STATES)}")
+    async with borrow(**target) as conn:
+        async with conn.cursor(row_factory=class_row(JobSummary)) as cur:
+            await cur.execute(queries_for(schema).list_jobs, {"state": state, "limit": limit})
+            return await cur.fetchall()
+
+
+async def unlock_worker(worker_id: str, *, schema: str = defaults.SCHEMA, **target: Any) -> list[str]:
+    """Releases every queue ``worker_id`` holds (a worker you know is dead); returns their names."""
+    async with borrow(**target) as conn:
+        rows = await (await conn.execute(queries_for(schema).unlock_worker, (worker_id,))).fetchall()
+    return [row[0] for row in rows]
+
+
+async def _one_job(query: str, params: tuple[Any, ...], target: dict[str, Any]) -> Job | None:
+    async with borrow(**target) as conn:
+        async with conn.cursor(row_factory=class_row(Job)) as cur:
+            await cur.execute(query, params)
+            return await cur.fetchone()
+
+
+async def retry_job(job_id: int, *, schema: str = defaults.SCHEMA, **target: Any) -> Job | None:
+    """Makes a job due now with one more attempt, even one that used up its attempts."""
+    return await _one_job(queries_for(schema).retry_job, (job_id,), target)
+
+
+async def reschedule_job(
+    job_id: int,
+    *,
+    run_at: datetime | None = None,
+    priority: int | None = None,
+    schema: str = defaults.SCHEMA,
+    **target: Any,
+) -> Job | None:
+    """Changes a waiting job's ``run_at`` and/or ``priority`` (a smaller priority runs first)."""
+    if run_at is None and priority is None:
+        raise ConfigurationError("give run_at, priority, or both")
+    if run_at is not None and run_at.tzinfo is None:
+        raise ConfigurationError(f"run_at {run_at.isoformat()} has no time zone; pass an aware datetime")
+    return await _one_job(queries_for(schema).reschedule_job, (run_at, priority, job_id), target)
+
+
+async def delete_job(job_id: int, *, schema: str = defaults.SCHEMA, **target: Any) -> Job | None:
+    """Deletes a job; returns it, or ``None`` when there was no such job."""
+    return await _one_job(queries_for(schema).delete_job, (job_id,), target)

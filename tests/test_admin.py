@@ -1,0 +1,82 @@
+"""Admin functions for stuck and failed jobs, on the plain v0.1.0 tables."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+
+from kongtask import admin, jobs
+from kongtask.errors import ConfigurationError
+
+S = "graphile_worker"
+
+
+def _setup(url: str) -> dict[str, int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        waiting = jobs.add_job_sync(conn, S, "waiting").id
+        running = jobs.add_job_sync(conn, S, "running").id
+        conn.execute("update graphile_worker.jobs set priority = -1 where id = %s", (running,))
+        assert jobs.get_job_sync(conn, S, "worker-stuck-00000", ["running"]) is not None
+        failed = jobs.add_job_sync(conn, S, "failed").id
+        jobs.get_job_sync(conn, S, "worker-other-00000", ["failed"])
+        jobs.fail_job_sync(conn, S, "worker-other-00000", failed, "temporary")
+        dead = jobs.add_job_sync(conn, S, "dead", max_attempts=1).id
+        jobs.get_job_sync(conn, S, "worker-other-00000", ["dead"])
+        jobs.fail_job_sync(conn, S, "worker-other-00000", dead, "permanent")
+    return {"waiting": waiting, "running": running, "failed": failed, "dead": dead}
+
+
+def test_list_jobs_by_state(migrated_url: str) -> None:
+    ids = _setup(migrated_url)
+
+    def listed(state: Any) -> list[tuple[int, str | None]]:
+        rows = asyncio.run(admin.list_jobs(state, connection_string=migrated_url))
+        return [(r.id, r.last_error) for r in rows]
+
+    assert listed("locked") == [(ids["running"], None)]
+    assert listed("failed") == [(ids["failed"], "temporary")]
+    assert listed("dead") == [(ids["dead"], "permanent")]
+    assert {i for i, _ in listed("all")} == set(ids.values())
+    with pytest.raises(ConfigurationError, match="unknown job state"):
+        asyncio.run(admin.list_jobs("stuck", connection_string=migrated_url))  # type: ignore[arg-type]
+
+
+def test_unlock_worker_releases_the_queues_it_holds(migrated_url: str) -> None:
+    ids = _setup(migrated_url)
+    released = asyncio.run(admin.unlock_worker("worker-stuck-00000", connection_string=migrated_url))
+    assert len(released) == 1
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        again = jobs.get_job_sync(conn, S, "worker-new-000000", ["running"])
+    assert again is not None and again.id == ids["running"] and again.attempts == 2
+
+
+def test_retry_gives_a_dead_job_one_more_attempt_now(migrated_url: str) -> None:
+    ids = _setup(migrated_url)
+    job = asyncio.run(admin.retry_job(ids["dead"], connection_string=migrated_url))
+    assert job is not None and job.attempts == 1 and job.max_attempts == 2
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        got = jobs.get_job_sync(conn, S, "worker-new-000000", ["dead"])
+    assert got is not None and got.id == ids["dead"]
+
+
+def test_reschedule_changes_run_at_and_priority(migrated_url: str) -> None:
+    ids = _setup(migrated_url)
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    job = asyncio.run(admin.reschedule_job(ids["waiting"], run_at=later, priority=5, connection_string=migrated_url))
+    assert job is not None and job.priority == 5 and abs((job.run_at - later).total_seconds()) < 0.001
+    with pytest.raises(ConfigurationError):
+        asyncio.run(admin.reschedule_job(ids["waiting"], connection_string=migrated_url))
+
+
+def test_delete_job_removes_it_and_its_queue(migrated_url: str) -> None:
+    ids = _setup(migrated_url)
+    deleted = asyncio.run(admin.delete_job(ids["waiting"], connection_string=migrated_url))
+    assert deleted is not None and deleted.id == ids["waiting"]
+    assert asyncio.run(admin.delete_job(ids["waiting"], connection_string=migrated_url)) is None
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute("select count(*) from graphile_worker.jobs").fetchone() == (3,)
+        assert conn.execute("select count(*) from graphile_worker.job_queues").fetchone() == (3,)
