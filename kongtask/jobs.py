@@ -107,7 +107,7 @@ def fail_job_statement(schema: str, worker_id: str, job_id: int, message: str) -
     return queries_for(schema).fail_job, (worker_id, job_id, message)
 
 
-def _job_or_none(row: Job | None) -> Job | None:
+def job_or_none(row: Job | None) -> Job | None:
     # A plpgsql function that returns null for a row type yields a row of nulls to `select *`.
     return None if row is None or row.id is None else row
 
@@ -115,13 +115,13 @@ def _job_or_none(row: Job | None) -> Job | None:
 async def fetch_job(conn: psycopg.AsyncConnection[Any], statement: _Statement) -> Job | None:
     async with conn.cursor(row_factory=class_row(Job)) as cur:
         await cur.execute(*statement)
-        return _job_or_none(await cur.fetchone())
+        return job_or_none(await cur.fetchone())
 
 
 def fetch_job_sync(conn: psycopg.Connection[Any], statement: _Statement) -> Job | None:
     with conn.cursor(row_factory=class_row(Job)) as cur:
         cur.execute(*statement)
-        return _job_or_none(cur.fetchone())
+        return job_or_none(cur.fetchone())
 
 
 async def add_job(

@@ -60,7 +60,10 @@ class Runner:
         self._forced_at: float | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._signals_seen = 0
+        self._crash: BaseException | None = None
         self._worker_tasks = [asyncio.ensure_future(w.run(once=once)) for w in self._workers]
+        for task in self._worker_tasks:
+            task.add_done_callback(self._on_worker_done)
         self._listener = None if once else asyncio.ensure_future(self._listen())
         self._heartbeat = asyncio.ensure_future(self._beat())
         self._done = asyncio.ensure_future(self._supervise())
@@ -106,7 +109,10 @@ class Runner:
         await self.wait()
 
     async def wait(self) -> None:
-        """Waits until every worker has stopped and the pool is closed."""
+        """Waits until every worker has stopped and the pool is closed.
+
+        Raises what stopped a worker, should one have ended on an unexpected error.
+        """
         await asyncio.shield(self._done)
 
     def __await__(self) -> Generator[Any, None, None]:
@@ -152,12 +158,20 @@ class Runner:
         for worker in self._workers:
             worker.abort(f"Forced worker shutdown due to {reason}")
 
+    def _on_worker_done(self, task: asyncio.Future[None]) -> None:
+        # A worker only ends on its own through a bug: stop the others (their jobs finish or are
+        # failed and retried) rather than run on quietly with fewer workers.
+        if task.cancelled() or task.exception() is None or self._crash is not None:
+            return
+        self._crash = task.exception()
+        log.error("a worker stopped on an unexpected error; stopping the others", exc_info=self._crash)
+        self._begin_stop("a worker crash")
+
     async def _supervise(self) -> None:
         try:
-            results = await asyncio.gather(*self._worker_tasks, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                    log.error("a worker stopped on an unexpected error", exc_info=result)
+            await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+            if self._crash is not None:
+                raise self._crash
         finally:
             self._stopping = True
             if self._stop_task is not None and not self._stop_task.done():

@@ -44,6 +44,21 @@ class Queries:
         # The worker's releases: the same functions, without sending the payload back.
         self.complete_job_quietly = _render("select id from {schema}.complete_job(%s, %s)", schema)
         self.fail_job_quietly = _render("select id from {schema}.fail_job(%s, %s, %s)", schema)
+        # Release one job and check out the next in one statement: one round trip and one commit
+        # per job. The release runs first: the one-time filter evaluates its CTE before get_job is
+        # scanned, so a queue the release unlocks can hand over its next job at once.
+        self.complete_job_and_get_job = _render(
+            "with released as materialized (select id from {schema}.complete_job(%s, %s))"
+            " select * from {schema}.get_job(%s, %s::text[], %s::interval)"
+            " where (select count(*) from released) >= 0",
+            schema,
+        )
+        self.fail_job_and_get_job = _render(
+            "with released as materialized (select id from {schema}.fail_job(%s, %s, %s))"
+            " select * from {schema}.get_job(%s, %s::text[], %s::interval)"
+            " where (select count(*) from released) >= 0",
+            schema,
+        )
 
         # Keeps the queues of running jobs fresh, so only a dead worker's lock ever expires.
         self.heartbeat = _render(

@@ -103,6 +103,15 @@ class _BaseExceptionInTask(Exception):
         self.original = original
 
 
+@dataclass(frozen=True)
+class _Release:
+    """How to release one job: alone, or together with fetching the next."""
+
+    alone: str
+    and_fetch: str
+    params: tuple[Any, ...]
+
+
 class _TaskThread:
     """A daemon thread that runs one worker's plain ``def`` tasks, one at a time.
 
@@ -164,17 +173,22 @@ class Worker:
         self._abort_reason: str | None = None
 
     async def run(self, once: bool = False) -> None:
-        while not self._coordinator.stopping:
-            job = await self._fetch()
-            if job is None:
-                if once or self._coordinator.stopping:
-                    return
-                await self._coordinator.idle(self)
-                continue
-            self._coordinator.found_job()
-            await self._perform(job)
-        if self._thread is not None:
-            self._thread.retire()
+        job: Job | None = None
+        try:
+            while not self._coordinator.stopping:
+                if job is None:
+                    job = await self._fetch()
+                if job is None:
+                    if once or self._coordinator.stopping:
+                        return
+                    await self._coordinator.idle(self)
+                    continue
+                self._coordinator.found_job()
+                release = await self._perform(job)
+                job = await self._release(release, fetch_next=not self._coordinator.stopping)
+        finally:
+            if self._thread is not None:
+                self._thread.retire()
 
     def abort(self, reason: str) -> None:
         """Stops the running task now; its job fails with ``reason`` so it is retried."""
@@ -203,7 +217,8 @@ class Worker:
 
     # --- run -----------------------------------------------------------------------------------
 
-    async def _perform(self, job: Job) -> None:
+    async def _perform(self, job: Job) -> _Release:
+        """Runs the job's task; returns the statement that releases the job."""
         self.current_job = job
         start = time.perf_counter()
         error: BaseException | None = None
@@ -229,19 +244,19 @@ class Worker:
         finally:
             self._running = None
         duration_ms = (time.perf_counter() - start) * 1000
+        self.current_job = None
+        queries = queries_for(self._config.schema)
         if error is None:
             if self._config.log_success:
                 log.info("Completed task %s (%s) with success (%.2fms)", job.id, job.task_identifier, duration_ms)
-            await self._release(queries_for(self._config.schema).complete_job_quietly, (self.id, job.id))
-        else:
-            message = error_message(error)
-            log.error(
-                "Failed task %s (%s) with error %s (%.2fms):",
-                job.id, job.task_identifier, message, duration_ms,
-                exc_info=None if isinstance(error, (TaskAborted, TaskTimedOut)) else error,
-            )
-            await self._release(queries_for(self._config.schema).fail_job_quietly, (self.id, job.id, message))
-        self.current_job = None
+            return _Release(queries.complete_job_quietly, queries.complete_job_and_get_job, (self.id, job.id))
+        message = error_message(error)
+        log.error(
+            "Failed task %s (%s) with error %s (%.2fms):",
+            job.id, job.task_identifier, message, duration_ms,
+            exc_info=None if isinstance(error, (TaskAborted, TaskTimedOut)) else error,
+        )
+        return _Release(queries.fail_job_quietly, queries.fail_job_and_get_job, (self.id, job.id, message))
 
     async def _invoke(self, job: Job) -> Any:
         task = self._config.tasks[job.task_identifier]
@@ -265,7 +280,25 @@ class Worker:
 
     # --- release -------------------------------------------------------------------------------
 
-    async def _release(self, query: str, params: tuple[Any, ...]) -> None:
+    async def _release(self, release: _Release, *, fetch_next: bool) -> Job | None:
+        """Completes or fails a job, and with ``fetch_next`` checks out the next one in the same
+        statement. Should that fail, the release is retried on its own."""
+        if fetch_next:
+            config = self._config
+            try:
+                async with self._resources.pool.connection() as conn:
+                    _decode_payloads_tolerantly(conn)
+                    job = await jobs.fetch_job(
+                        conn, (release.and_fetch, (*release.params, self.id, config.task_names, config.job_expiry))
+                    )
+                self._coordinator.outage.recovered()
+                return job
+            except CONNECTION_ERRORS as exc:
+                self._coordinator.outage.failed(exc)
+        await self._release_alone(release.alone, release.params)
+        return None
+
+    async def _release_alone(self, query: str, params: tuple[Any, ...]) -> None:
         """Completes or fails the job, retrying through outages until it lands or we are forced."""
         backoff = Backoff(ceiling=2.0)
         while True:
