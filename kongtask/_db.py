@@ -83,6 +83,18 @@ def connect_sync(conninfo: str, **overrides: Any) -> psycopg.Connection[Any]:
         raise connection_failed(conninfo, exc) from None
 
 
+def pool_conninfo(pool: Any) -> tuple[str, dict[str, Any]]:
+    """The connection string and arguments a pool opens its connections with.
+
+    kongtask opens a few connections of its own beside a pool (the LISTEN connection, blocking
+    connections for sync tasks), so it needs them as plain values.
+    """
+    conninfo, kwargs = pool.conninfo, pool.kwargs or {}
+    if not isinstance(conninfo, str) or not isinstance(kwargs, dict):
+        raise ConfigurationError("kongtask needs a pool whose conninfo and kwargs are plain values, not callables")
+    return conninfo, kwargs
+
+
 @asynccontextmanager
 async def borrow(
     connection_string: str | None = None,

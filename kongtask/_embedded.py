@@ -123,16 +123,16 @@ class EmbeddedServer:
                 os.chown(path, self._run_as.uid, self._run_as.gid)
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        extra = {}
-        if self._run_as is not None:
-            extra = {"user": self._run_as.uid, "group": self._run_as.gid, "extra_groups": []}
+        run_as = self._run_as
         return subprocess.run(
             [str(self._bin / args[0]), *args[1:]],
             capture_output=True,
             text=True,
             timeout=timeout,
             cwd=self.home,
-            **extra,  # type: ignore[arg-type]
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+            extra_groups=[] if run_as else None,
         )
 
     def is_running(self) -> bool:

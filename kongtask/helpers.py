@@ -19,6 +19,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import jobs
+from ._db import pool_conninfo
 from .job import Job
 
 
@@ -36,9 +37,8 @@ class SharedResources:
         """A pool of blocking connections for sync tasks, opened the first time one asks."""
         with self._sync_pool_lock:
             if self._sync_pool is None:
-                self._sync_pool = ConnectionPool(
-                    self.pool.conninfo, kwargs=dict(self.pool.kwargs), min_size=0, max_size=4, open=True
-                )
+                conninfo, kwargs = pool_conninfo(self.pool)
+                self._sync_pool = ConnectionPool(conninfo, kwargs=kwargs, min_size=0, max_size=4, open=True)
             return self._sync_pool
 
     def close_sync_pool(self) -> None:

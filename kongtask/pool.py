@@ -190,10 +190,11 @@ class Runner:
     async def _listen(self) -> None:
         """Keeps a dedicated connection listening for new jobs, reconnecting when it drops."""
         listen = queries_for(self._config.schema).listen
+        conninfo, kwargs = _db.pool_conninfo(self._pool)
         backoff = Backoff()
         while not self._stopping:
             try:
-                conn = await _db.connect(self._pool.conninfo, **self._pool.kwargs)
+                conn = await _db.connect(conninfo, **kwargs)
                 async with conn:
                     await conn.execute(listen)
                     self._outage.recovered()

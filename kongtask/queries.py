@@ -120,7 +120,7 @@ class Queries:
         Options left out take the SQL function's own defaults, so the defaults live in one place:
         the database.
         """
-        args = [sql.SQL("identifier => %s"), sql.SQL("payload => %s::json")]
+        args: list[sql.Composable] = [sql.SQL("identifier => %s"), sql.SQL("payload => %s::json")]
         args += [sql.SQL("{} => %s").format(sql.Identifier(name)) for name in options]
         return (
             sql.SQL("select * from {schema}.add_job({args})")

@@ -130,6 +130,7 @@ async def start(options: RunOptions, *, once: bool) -> Runner:
         )
         await pool.open()
     else:
+        _db.pool_conninfo(pool)  # fail now, not in the listener, if kongtask cannot open its own
         async with pool.connection() as conn:
             await migrate_connection(conn, options.schema)
     config = WorkerConfig(
