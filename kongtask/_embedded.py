@@ -106,6 +106,11 @@ class EmbeddedServer:
         return f"postgresql://postgres@/postgres?host={quote(str(self.socket_dir), safe='/')}"
 
     def _prepare_home(self) -> None:
+        if self._run_as is not None and not _reachable_by_others(self.home.parent):
+            raise ConfigurationError(
+                f"as root, the embedded PostgreSQL runs as an unprivileged user who cannot reach "
+                f"{self.home.parent}; put its data under a folder others may traverse (e.g. /var/tmp)"
+            )
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
