@@ -116,6 +116,9 @@ begin
 
   -- The queue row is the lock: skipping locked queue rows lets many workers fetch at once
   -- while jobs that share a queue still run one at a time.
+  -- The job row is locked too (upstream locks only the queue): a job completed by another worker
+  -- after this statement's snapshot is then skipped rather than chosen, which would lock its
+  -- queue with no job running until job_expiry passed.
   select j.id, j.queue_name into v_job_id, v_queue
     from :KONGTASK_SCHEMA.jobs as j
     inner join :KONGTASK_SCHEMA.job_queues as q on q.queue_name = j.queue_name
@@ -125,7 +128,7 @@ begin
       and (task_identifiers is null or j.task_identifier = any(task_identifiers))
     order by j.priority asc, j.run_at asc, j.id asc
     limit 1
-    for update of q skip locked;
+    for update of q, j skip locked;
 
   if v_job_id is null then
     return null;

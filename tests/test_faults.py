@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +16,8 @@ import psycopg
 import pytest
 
 import kongtask
-from kongtask._embedded import EmbeddedServer, private_temporary_home
+from kongtask._embedded import EmbeddedServer
 from tests.support import wait_until_async
-
-
-@pytest.fixture
-def private_server() -> Iterator[EmbeddedServer]:
-    home = private_temporary_home("kongtask-fault-pg-")
-    server = EmbeddedServer(home, settings={"fsync": "off"})
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _count(url: str, query: str) -> int:

@@ -270,3 +270,29 @@ def test_concurrent_checkouts_never_share_a_job(migrated_url: str) -> None:
     for t in threads:
         t.join(timeout=60)
     assert len(seen) == 200 and len(set(seen)) == 200
+
+
+def test_concurrent_drain_never_strands_a_shared_queue(migrated_url: str) -> None:
+    # Upstream's get_job locks only the queue row, so a worker whose snapshot predates another
+    # worker's complete_job can pick the deleted job, lock its queue and return nothing: the
+    # queue's other jobs then wait for job_expiry. Upstream 0.1.0 strands jobs in most runs of this.
+    def drain(n: int) -> None:
+        worker = f"worker-race-{n:06d}"
+        with _connect(migrated_url) as conn:
+            while (job := jobs.get_job_sync(conn, S, worker)) is not None:
+                jobs.complete_job_sync(conn, S, worker, job.id)
+
+    for _ in range(3):
+        with _connect(migrated_url) as conn:
+            conn.execute(
+                "select graphile_worker.add_job('t', queue_name => case when i % 5 = 0 then 'shared'"
+                " else gen_random_uuid()::text end) from generate_series(1, 600) i"
+            )
+        threads = [threading.Thread(target=drain, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        with _connect(migrated_url) as conn:
+            assert conn.execute("select count(*) from graphile_worker.jobs").fetchone() == (0,)
+            assert conn.execute("select count(*) from graphile_worker.job_queues").fetchone() == (0,)
