@@ -21,6 +21,7 @@ import pytest
 from psycopg import sql
 
 from kongtask._embedded import EmbeddedServer, private_temporary_home
+from tests.node.fixtures import node_env  # noqa: F401  (registers the session fixture for Node interop tests)
 from tests.support import url_with_dbname
 
 
@@ -103,3 +104,15 @@ def migrated_url(pg_server_url: str, _migrated_template: str) -> Iterator[str]:
         yield url_with_dbname(pg_server_url, name)
     finally:
         _drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def private_server() -> Iterator[EmbeddedServer]:
+    """A PostgreSQL server of this test's own (not started), for tests that stop and start it."""
+    home = private_temporary_home("kongtask-private-pg-")
+    server = EmbeddedServer(home, settings={"fsync": "off", "max_connections": "200"})
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)

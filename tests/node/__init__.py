@@ -1,0 +1,5 @@
+"""Node.js graphile-worker, driven as its users drive it, for the interop tests.
+
+``fixtures.py`` installs the real npm packages once and runs them; ``js/`` holds the Node scripts and
+the task file that the tests hand to upstream's CLI.
+"""
