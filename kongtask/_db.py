@@ -59,9 +59,14 @@ def describe_target(conninfo: str) -> str:
 def connection_failed(conninfo: str, exc: BaseException) -> ConnectionFailed:
     """The one-line error for a connection that could not be opened."""
     reason = mask_password(_first_line(exc)) or type(exc).__name__
+    text = str(exc)
+    # The server answering FATAL (bad password, user or database) or a host name that does not
+    # resolve will not fix itself; silence (refused, no socket, timeout) may be a server starting.
+    refused_by_server = "FATAL:" in text or "failed to resolve host" in text or "could not translate host" in text
     return ConnectionFailed(
         f"cannot connect to PostgreSQL at {describe_target(conninfo)}: {reason} "
-        "(check DATABASE_URL or --connection, and that the server is running)"
+        "(check DATABASE_URL or --connection, and that the server is running)",
+        transient=not refused_by_server,
     )
 
 

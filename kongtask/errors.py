@@ -15,7 +15,15 @@ class ConfigurationError(KongtaskError):
 
 
 class ConnectionFailed(KongtaskError):
-    """PostgreSQL could not be reached or refused the connection."""
+    """PostgreSQL could not be reached or refused the connection.
+
+    ``transient`` is true when nothing answered (the server may still be starting), false when
+    the server refused us (a wrong password, user or database) or the host name does not resolve.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class MigrationError(KongtaskError):

@@ -66,7 +66,7 @@ async def _migrate_with_retry(conninfo: str, schema: str, *, retry: bool) -> Non
         try:
             conn = await _db.connect(conninfo)
         except ConnectionFailed as exc:
-            if not retry:
+            if not (retry and exc.transient):
                 raise
             delay = backoff.next()
             log.warning("%s; retrying in %.1fs", exc, delay)

@@ -1,0 +1,468 @@
+"""The ``kongtask`` command: parse arguments, build the settings, call the library, and turn errors
+into exit codes: 0 success, 1 a runtime failure, 2 a usage error.
+
+A user error is one line on stderr, without a traceback; a bug keeps its traceback. Passwords are
+masked in everything printed. The options themselves are declared in :mod:`kongtask.settings`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+import kongtask
+
+from . import settings as config
+from ._db import describe_target, mask_password
+from .errors import ConfigurationError, KongtaskError
+from .settings import ADD_JOB, JOBS, MIGRATE, WORKER, Option, Settings
+from .watch import supervise, supervisor_pid
+
+log = logging.getLogger("kongtask.cli")
+
+_CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_json_logs = False
+
+
+# --- options: one click option per settings field -------------------------------------------------
+
+
+def _shown_default(opt: Option) -> str:
+    if opt.shown_default is not None:
+        return opt.shown_default
+    if isinstance(opt.default, bool):
+        return "off"
+    shown = opt.show(opt.default)
+    return shown[:-2] if shown.endswith(".0") else shown
+
+
+def _click_option(opt: Option) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    help_text = f"{opt.help} [env: {', '.join(opt.env_vars)}; default: {_shown_default(opt)}]"
+    decls = [opt.short] if opt.short else []
+    if opt.kind == "flag":
+        decls.append(f"{opt.flag}/--no-{opt.flag[2:]}")
+        return click.option(*decls, opt.name, default=None, help=help_text)
+    decls.append(opt.flag)
+    if opt.kind == "count":
+        return click.option(*decls, opt.name, count=True, default=None, help=help_text)
+    return click.option(*decls, opt.name, default=None, metavar=opt.metavar, help=help_text)
+
+
+def _with_options(command: str | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    # The command's own options first, then those every command shares.
+    ordered = sorted(config.options(command), key=lambda o: len(o.commands) == len(config.COMMANDS))
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed(ordered):
+            fn = _click_option(opt)(fn)
+        return fn
+
+    return decorate
+
+
+def _settings(ctx: click.Context, command: str | None, params: Mapping[str, Any]) -> Settings:
+    """The command's settings; sets up logging and adds ``.env`` to the environment (never over it)."""
+    typed = {k: v for k, v in params.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+    try:
+        resolved = config.resolve(command, typed)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+    for name, value in resolved.dotenv.items():
+        os.environ.setdefault(name, value)
+    _configure_logging(resolved.settings)
+    return resolved.settings
+
+
+# --- logging ----------------------------------------------------------------------------------------
+
+
+class _TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(source)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        job_id = getattr(record, "job_id", None)
+        record.source = record.name if job_id is None else f"{record.name}[{job_id}]"
+        return mask_password(super().format(record))
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for attribute in ("job_id", "task_identifier"):
+            if getattr(record, attribute, None) is not None:
+                entry[attribute] = getattr(record, attribute)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return mask_password(json.dumps(entry, ensure_ascii=False, default=str))
+
+
+def _configure_logging(settings: Settings) -> None:
+    global _json_logs
+    _json_logs = settings.log_format == "json"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if _json_logs else _TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if settings.verbose >= 2 else settings.log_level.upper())
+    if settings.verbose >= 1:
+        logging.getLogger("kongtask").setLevel(logging.DEBUG)
+    if settings.verbose < 2:
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected": ours says more
+
+
+def _print_error(message: str) -> None:
+    message = mask_password(" ".join(message.split()))
+    if _json_logs:
+        logging.getLogger("kongtask").error(message)
+    else:
+        click.echo(f"kongtask: error: {message}", err=True)
+
+
+# --- the database: configured, or the project's embedded server ----------------------------------
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """The connection string to use while the block runs."""
+    if settings.connection is not None:
+        yield settings.connection
+        return
+    from .embedded import embedded_database
+
+    with embedded_database(Path.cwd()) as db:
+        log.info(
+            "no connection configured, so using this folder's embedded PostgreSQL (%s); data in %s; "
+            "connect with: psql '%s'",
+            "started" if db.started else "already running", db.data_dir, db.url,
+        )
+        yield db.url
+
+
+def _run(coroutine: Any) -> Any:
+    try:
+        return asyncio.run(coroutine)
+    finally:
+        # asyncio resets SIGTERM to the default when it lets go of it; keep unwinding cleanly.
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+@click.group(context_settings=_CONTEXT)
+@click.version_option(kongtask.__version__, "--version", prog_name="kongtask", message="%(prog)s %(version)s")
+def cli() -> None:
+    """kongtask: a PostgreSQL job queue, compatible with graphile-worker v0.1.0.
+
+    \b
+    Quick start:
+      kongtask worker --watch                     run the tasks in ./tasks
+      kongtask add-job send_email '{"to": "a@example.com"}'
+
+    Every option can also be set by an environment variable (shown in each command's --help), in
+    ./.env, or in a config file (./kongtask.toml, or [tool.kongtask] in ./pyproject.toml). Flags win
+    over the environment, the environment over .env, .env over the config file.
+    """
+
+
+@cli.command()
+@_with_options(WORKER)
+@click.pass_context
+def worker(ctx: click.Context, **params: Any) -> None:
+    """Run jobs with the tasks in the tasks folder, until SIGINT or SIGTERM.
+
+    A first signal lets running jobs finish (up to --shutdown-timeout); a second stops them at
+    once, failing them so they are retried.
+    """
+    settings = _settings(ctx, WORKER, params)
+    if settings.watch and settings.once:
+        raise click.UsageError("--watch and --once cannot be used together: --watch keeps running", ctx)
+    if settings.watch and supervisor_pid() is None:
+        ctx.exit(_supervise(ctx, settings))
+    tasks = _load_tasks(settings.tasks)
+    with _database(settings) as conninfo:
+        _run(_work(settings, tasks, conninfo))
+
+
+def _load_tasks(folder: Path) -> dict[str, Any]:
+    from .tasks import load_task_directory
+
+    tasks = load_task_directory(folder)
+    if not tasks:
+        raise ConfigurationError(
+            f"no task files in {str(folder).rstrip('/')}/: add a file such as {folder / 'send_email.py'} "
+            "that defines `def task(payload, helpers):`"
+        )
+    return tasks
+
+
+async def _work(settings: Settings, tasks: dict[str, Any], conninfo: str) -> None:
+    # A continuous worker waits, with backoff and a log line, for a server that does not answer
+    # yet (it may be starting beside us); --once, a refused login or a bad host fail in one line.
+    options = config.library_arguments(settings, WORKER)
+    started = (
+        "worker started on %s: tasks %s from %s; %d job(s) at a time",
+        describe_target(conninfo), ", ".join(sorted(tasks)), settings.tasks, settings.jobs,
+    )
+    if settings.once:
+        # Connect (and migrate) first, so "worker started" is only said of a worker that is.
+        await kongtask.migrate(connection_string=conninfo, schema=settings.schema)
+        log.info(*started)
+        await kongtask.run_once(task_list=tasks, connection_string=conninfo, handle_signals=True, **options)
+        return
+    runner = await kongtask.run(task_list=tasks, connection_string=conninfo, handle_signals=True, **options)
+    log.info(*started)
+    parent = supervisor_pid()
+    follower = asyncio.ensure_future(_stop_when_orphaned(runner, parent)) if parent else None
+    try:
+        await runner.wait()
+    finally:
+        if follower is not None:
+            follower.cancel()
+
+
+async def _stop_when_orphaned(runner: kongtask.Runner, supervisor: int) -> None:
+    """A worker started by --watch stops when its supervisor is gone (killed outright, say)."""
+    while os.getppid() == supervisor:
+        await asyncio.sleep(0.5)
+    log.warning("the --watch supervisor is gone: stopping")
+    await runner.stop()
+
+
+def _supervise(ctx: click.Context, settings: Settings) -> int:
+    if not settings.tasks.is_dir():
+        raise ConfigurationError(f"tasks folder {settings.tasks} does not exist; create it or pass --tasks DIR")
+    with _database(settings) as conninfo:
+        _run(kongtask.migrate(connection_string=conninfo, schema=settings.schema))  # fails fast
+        env = dict(os.environ)
+        if settings.connection is None:
+            env["KONGTASK_CONNECTION"] = conninfo  # the embedded server this process keeps up
+        return supervise(settings.tasks, ctx.obj["argv"], env, settings.shutdown_timeout)
+
+
+@cli.command("add-job")
+@click.argument("task")
+@click.argument("payload_json", required=False, metavar="[PAYLOAD_JSON]")
+@_with_options(ADD_JOB)
+@click.pass_context
+def add_job(ctx: click.Context, task: str, payload_json: str | None, **params: Any) -> None:
+    """Add a job for TASK and print its id.
+
+    PAYLOAD_JSON is any JSON value (default {}); - reads it from standard input.
+    """
+    payload = _parse_payload(ctx, payload_json)
+    settings = _settings(ctx, ADD_JOB, params)
+    with _database(settings) as conninfo:
+        job = _run(_add_job(settings, conninfo, task, payload))
+    click.echo(job.id)
+
+
+def _parse_payload(ctx: click.Context, text: str | None) -> Any:
+    if text is None:
+        return {}
+    if text == "-":
+        text = sys.stdin.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+            """(quote it for the shell, e.g. '{"to": "a@example.com"}')""",
+            ctx, param_hint="PAYLOAD_JSON",
+        ) from None
+
+
+async def _add_job(settings: Settings, conninfo: str, task: str, payload: Any) -> kongtask.Job:
+    if settings.connection is None:
+        # The embedded database may be brand new.
+        await kongtask.migrate(connection_string=conninfo, schema=settings.schema)
+    options = config.library_arguments(settings, ADD_JOB)
+    return await kongtask.add_job(task, payload, connection_string=conninfo, **options)
+
+
+@cli.command()
+@_with_options(MIGRATE)
+@click.pass_context
+def migrate(ctx: click.Context, **params: Any) -> None:
+    """Create or update kongtask's tables in the database (workers do this too when they start)."""
+    settings = _settings(ctx, MIGRATE, params)
+    with _database(settings) as conninfo:
+        applied = _run(kongtask.migrate(connection_string=conninfo, schema=settings.schema))
+    if applied:
+        log.info("schema %s migrated: applied %s", settings.schema, ", ".join(f"{n:06d}" for n in applied))
+    else:
+        log.info("schema %s is up to date", settings.schema)
+
+
+@cli.group()
+def jobs() -> None:
+    """Look after stuck and failed jobs: list, unlock, retry, reschedule, delete.
+
+    These work on any graphile-worker v0.1.0 database, whoever migrated it.
+    """
+
+
+def _admin(ctx: click.Context, params: Mapping[str, Any], function: str, *args: Any, **kwargs: Any) -> Any:
+    """Calls ``kongtask.admin.<function>`` on the configured database."""
+    from . import admin
+
+    settings = _settings(ctx, JOBS, params)
+    with _database(settings) as conninfo:
+        call = getattr(admin, function)
+        return _run(call(*args, connection_string=conninfo, schema=settings.schema, **kwargs))
+
+
+@jobs.command("list")
+@click.option("--state", type=click.Choice(["all", "locked", "failed", "dead"]), default="all", show_default=True,
+              help="locked: held by a worker now; failed: will be retried; dead: attempts used up.")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="At most this many jobs.")
+@_with_options(JOBS)
+@click.pass_context
+def jobs_list(ctx: click.Context, state: str, limit: int, **params: Any) -> None:
+    """List jobs, with their last error and the lock on their queue."""
+    rows = _admin(ctx, params, "list_jobs", state, limit=limit)
+    click.echo("id\ttask\tqueue\tpriority\trun_at\tattempts\tlocked_by\tlast_error")
+    for r in rows:
+        error = (r.last_error or "").replace("\n", " ")[:200]
+        click.echo(
+            f"{r.id}\t{r.task_identifier}\t{r.queue_name}\t{r.priority}\t{r.run_at.isoformat()}\t"
+            f"{r.attempts}/{r.max_attempts}\t{r.locked_by or ''}\t{error}"
+        )
+
+
+@jobs.command("unlock")
+@click.argument("worker_id")
+@_with_options(JOBS)
+@click.pass_context
+def jobs_unlock(ctx: click.Context, worker_id: str, **params: Any) -> None:
+    """Release the queues WORKER_ID holds (a worker you know is dead), now rather than at the expiry."""
+    queues = _admin(ctx, params, "unlock_worker", worker_id)
+    click.echo(f"unlocked {len(queues)} queue(s)")
+
+
+def _job_or_fail(job: Any, job_id: int, done: str) -> None:
+    if job is None:
+        raise KongtaskError(f"no job {job_id}; see `kongtask jobs list`")
+    click.echo(f"job {job.id} {done}")
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int)
+@_with_options(JOBS)
+@click.pass_context
+def jobs_retry(ctx: click.Context, job_id: int, **params: Any) -> None:
+    """Make JOB_ID due now, with one more attempt (also a job whose attempts are used up)."""
+    job = _admin(ctx, params, "retry_job", job_id)
+    _job_or_fail(job, job_id, "is due now")
+
+
+@jobs.command("reschedule")
+@click.argument("job_id", type=int)
+@click.option("--run-at", "run_at", metavar="TIME", help="New run_at, ISO 8601 (without an offset: local time).")
+@click.option("--priority", type=int, help="New priority: a smaller number runs first.")
+@_with_options(JOBS)
+@click.pass_context
+def jobs_reschedule(ctx: click.Context, job_id: int, run_at: str | None, priority: int | None, **params: Any) -> None:
+    """Change a waiting job's run_at and/or priority."""
+    when = None
+    if run_at is not None:
+        try:
+            when = datetime.fromisoformat(run_at.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(f"{run_at!r} is not an ISO 8601 time", ctx, param_hint="--run-at") from None
+        if when.tzinfo is None:
+            when = when.astimezone()
+    if when is None and priority is None:
+        raise click.UsageError("give --run-at, --priority, or both", ctx)
+    job = _admin(ctx, params, "reschedule_job", job_id, run_at=when, priority=priority)
+    _job_or_fail(job, job_id, f"runs at {job.run_at.isoformat()} with priority {job.priority}" if job else "")
+
+
+@jobs.command("delete")
+@click.argument("job_id", type=int)
+@_with_options(JOBS)
+@click.pass_context
+def jobs_delete(ctx: click.Context, job_id: int, **params: Any) -> None:
+    """Delete JOB_ID."""
+    job = _admin(ctx, params, "delete_job", job_id)
+    _job_or_fail(job, job_id, "deleted")
+
+
+@cli.command("config")
+@_with_options(None)
+@click.pass_context
+def show_config(ctx: click.Context, **params: Any) -> None:
+    """Show the settings kongtask would use here, and where each one comes from."""
+    settings = _settings(ctx, None, params)
+    for opt in config.options():
+        source = settings.sources.get(opt.name, "default")
+        if getattr(settings, opt.name) is None:
+            note = ""
+            if opt.name == "connection":
+                from .embedded import project_home
+
+                note = f": the embedded PostgreSQL in {project_home(Path.cwd())} is used"
+            click.echo(f"# {opt.name} is not set{note}")
+            continue
+        value = config.display(settings, opt)
+        shown = value if isinstance(getattr(settings, opt.name), (bool, int, float)) else json.dumps(value)
+        click.echo(f"{opt.name} = {shown}  # {source}")
+
+
+# --- the entry point ------------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``kongtask`` console script."""
+    sys.exit(run_cli(sys.argv[1:] if argv is None else list(argv)))
+
+
+def run_cli(args: list[str]) -> int:
+    """Runs the command line ``args`` and returns the exit code."""
+    # Until a command takes the signals over, SIGTERM unwinds like Ctrl-C, so an embedded
+    # server started on the way is released.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        result = cli.main(args=args, prog_name="kongtask", standalone_mode=False, obj={"argv": args})
+        return result if isinstance(result, int) else 0
+    except click.exceptions.NoArgsIsHelpError as exc:  # plain `kongtask`: the help, as it is
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message(), err=True)
+        return 2
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _print_error(exc.format_message() + hint)
+        return 2
+    except click.ClickException as exc:
+        _print_error(exc.format_message())
+        return exc.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        return 130
+    except KongtaskError as exc:
+        _print_error(str(exc))
+        return 1
+    except Exception:
+        sys.stderr.write(mask_password(traceback.format_exc()))
+        return 1

@@ -1,0 +1,167 @@
+"""``kongtask worker --watch``: run the worker in a child process, and start a fresh one on change.
+
+A supervisor, the way ``uvicorn --reload`` works, rather than reloading modules in place: a new
+process imports every task file and helper module afresh, so no stale module, class or global can
+survive an edit (upstream graphile-worker dropped in-process reloading for exactly that reason).
+
+On a change under the tasks folder the supervisor starts a new worker at once and sends the old one
+SIGTERM: the old worker stops fetching, and a job it is running finishes on the old code within
+``--shutdown-timeout`` (after that it is failed with "Forced worker shutdown" and retried). Jobs
+are locked in the database, so the two workers never run the same job. A worker that cannot start
+(a task file with a syntax error, say) prints its one-line error and exits; the supervisor stays up
+and starts a worker again on the next change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Coroutine, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("kongtask.watch")
+
+#: Set in a worker's environment by its supervisor, to the supervisor's process id.
+SUPERVISOR_ENV = "_KONGTASK_WATCH_SUPERVISOR"
+
+#: How long changes are gathered into one restart (ms), and how quiet it must be before (ms).
+_DEBOUNCE_MS, _STEP_MS = 400, 50
+
+#: Beyond the shutdown timeout, how long a retired worker may take before it is killed (s).
+_KILL_GRACE_S = 10.0
+
+
+def supervisor_pid() -> int | None:
+    """The supervisor's process id when this process is a worker started by ``--watch``."""
+    value = os.environ.get(SUPERVISOR_ENV)
+    return int(value) if value and value.isdigit() else None
+
+
+def supervise(tasks_dir: Path, argv: list[str], env: Mapping[str, str], shutdown_timeout: float) -> int:
+    """Runs ``python -m kongtask <argv>`` and restarts it on change until SIGINT or SIGTERM.
+
+    Returns the exit code for the supervisor: the worker's own when it was running at the end.
+    """
+    # No bytecode caches for task files: a .pyc is trusted when the source's size and mtime (in whole
+    # seconds) match, so a quick edit that keeps the size could otherwise run the old code.
+    child_env = {**env, SUPERVISOR_ENV: str(os.getpid()), "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "kongtask", *argv]
+    supervisor = _Supervisor(tasks_dir.resolve(), command, child_env, shutdown_timeout)
+    return asyncio.run(supervisor.run())
+
+
+class _Supervisor:
+    def __init__(self, tasks_dir: Path, command: list[str], env: dict[str, str], shutdown_timeout: float) -> None:
+        self.tasks_dir = tasks_dir
+        self.command = command
+        self.env = env
+        self.shutdown_timeout = shutdown_timeout
+        self.current: asyncio.subprocess.Process | None = None
+        self.children: set[asyncio.subprocess.Process] = set()
+        self.background: set[asyncio.Task[None]] = set()
+        self.stop_requested: asyncio.Event | None = None
+        self.exit_code = 0
+
+    async def run(self) -> int:
+        from watchfiles import DefaultFilter, awatch
+
+        self.stop_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        changes = awatch(
+            self.tasks_dir, watch_filter=DefaultFilter(), debounce=_DEBOUNCE_MS, step=_STEP_MS,
+            stop_event=self.stop_requested,
+        )
+        next_batch = asyncio.ensure_future(changes.__anext__())
+        # The generator's first step sets up the file watch, before any worker starts: no change
+        # made once the worker is up can be missed.
+        await asyncio.sleep(0)
+        log.info("watching %s for changes (--watch); a change restarts the worker", self.tasks_dir)
+        await self._start_worker()
+        try:
+            while True:
+                try:
+                    batch = await next_batch
+                except StopAsyncIteration:
+                    break
+                self._report(batch)
+                self._retire(self.current)
+                await self._start_worker()
+                next_batch = asyncio.ensure_future(changes.__anext__())
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        await asyncio.gather(*(child.wait() for child in list(self.children)))
+        await asyncio.gather(*self.background, return_exceptions=True)
+        return self.exit_code
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        assert self.stop_requested is not None
+        if not self.stop_requested.is_set():
+            log.info("%s received: stopping the worker", sig.name)
+        self.stop_requested.set()
+        for child in list(self.children):
+            if child.returncode is None:
+                child.send_signal(sig)
+
+    def _report(self, batch: set[tuple[Any, str]]) -> None:
+        names = sorted({os.path.relpath(path, self.tasks_dir.parent) for _, path in batch})
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        log.info("%s changed: starting a fresh worker", shown)
+
+    def _retire(self, child: asyncio.subprocess.Process | None) -> None:
+        """Asks a worker to stop: running jobs finish on the code they started with."""
+        if child is None or child.returncode is not None:
+            return
+        child.send_signal(signal.SIGTERM)
+        self._in_background(self._kill_if_stuck(child))
+
+    async def _kill_if_stuck(self, child: asyncio.subprocess.Process) -> None:
+        try:
+            await asyncio.wait_for(child.wait(), self.shutdown_timeout + _KILL_GRACE_S)
+        except asyncio.TimeoutError:
+            log.warning("the previous worker (pid %d) did not stop; killing it", child.pid)
+            child.kill()
+
+    async def _start_worker(self) -> None:
+        assert self.stop_requested is not None
+        if self.stop_requested.is_set():
+            return
+        for cache in self.tasks_dir.rglob("__pycache__"):
+            shutil.rmtree(cache, ignore_errors=True)
+        child = await asyncio.create_subprocess_exec(
+            *self.command, env=self.env, stdin=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C in the terminal reaches the supervisor only, which passes
+            # it on once (a second signal would force the worker to stop at once).
+            start_new_session=True,
+        )
+        self.current = child
+        self.children.add(child)
+        self._in_background(self._follow(child))
+
+    async def _follow(self, child: asyncio.subprocess.Process) -> None:
+        assert self.stop_requested is not None
+        code = await child.wait()
+        self.children.discard(child)
+        if child is not self.current:
+            return
+        if self.stop_requested.is_set():
+            self.exit_code = max(0, code)
+            return
+        where = os.path.relpath(self.tasks_dir) + os.sep
+        if code == 0:
+            log.info("the worker exited; a change in %s starts it again", where)
+        else:
+            log.error("the worker stopped (exit code %d); a change in %s starts it again", code, where)
+
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)

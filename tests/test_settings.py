@@ -1,0 +1,155 @@
+"""The settings object on its own: sources, parsing, and the options' declarations."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+import kongtask
+from kongtask import defaults
+from kongtask.errors import ConfigurationError
+from kongtask.settings import ADD_JOB, COMMANDS, WORKER, Settings, display, library_arguments, options, resolve
+
+
+@pytest.fixture(autouse=True)
+def _empty_working_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env or kongtask.toml
+
+
+def settings(command: str | None = WORKER, flags: dict | None = None, environ: dict | None = None,
+             cwd: Path | None = None) -> Settings:
+    return resolve(command, flags or {}, environ or {}, cwd).settings
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = settings(cwd=tmp_path)
+    assert (s.connection, s.schema, s.jobs) == (None, defaults.SCHEMA, defaults.CONCURRENCY)
+    assert (s.poll_interval, s.shutdown_timeout) == (defaults.POLL_INTERVAL, defaults.SHUTDOWN_TIMEOUT)
+    assert (s.once, s.watch, s.tasks) == (False, False, Path("tasks"))
+    assert (s.log_level, s.verbose, s.log_format) == ("info", 0, "text")
+    assert set(s.sources.values()) == {"default"}
+
+
+def test_every_option_has_an_environment_variable_named_after_it() -> None:
+    for opt in options():
+        assert opt.env_var == "KONGTASK_" + opt.name.upper()
+        assert opt.flag == "--" + opt.name.replace("_", "-")
+        assert set(opt.commands) <= set(COMMANDS)
+
+
+def test_library_arguments_are_parameters_of_the_library() -> None:
+    for command, functions in {WORKER: [kongtask.run, kongtask.run_once], ADD_JOB: [kongtask.add_job]}.items():
+        names = library_arguments(Settings(), command)
+        assert names
+        for fn in functions:
+            assert set(names) <= set(inspect.signature(fn).parameters), fn.__name__
+
+
+def test_flags_then_environment_then_dotenv_then_config(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KONGTASK_JOBS=3\nKONGTASK_SCHEMA=dotenv\nKONGTASK_SHUTDOWN_TIMEOUT=5\n")
+    (tmp_path / "kongtask.toml").write_text("jobs = 4\nschema = 'config'\nshutdown_timeout = 6\nlog_level = 'debug'\n")
+    s = settings(flags={"jobs": "1"}, environ={"KONGTASK_SCHEMA": "env", "KONGTASK_JOBS": "2"}, cwd=tmp_path)
+    assert (s.jobs, s.schema, s.shutdown_timeout, s.log_level) == (1, "env", 5.0, "debug")
+    assert s.sources["jobs"] == "--jobs"
+    assert s.sources["schema"] == "KONGTASK_SCHEMA"
+    assert s.sources["shutdown_timeout"] == "KONGTASK_SHUTDOWN_TIMEOUT in .env"
+    assert s.sources["log_level"] == f"log_level in {tmp_path / 'kongtask.toml'}"
+
+
+def test_dotenv_is_returned_for_the_environment(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SMTP_HOST=mail\nexport QUOTED='a b'\n")
+    assert dict(resolve(WORKER, {}, {}, tmp_path).dotenv) == {"SMTP_HOST": "mail", "QUOTED": "a b"}
+
+
+def test_database_url_is_an_alias_below_kongtask_connection(tmp_path: Path) -> None:
+    assert settings(environ={"DATABASE_URL": "postgresql:///a"}, cwd=tmp_path).connection == "postgresql:///a"
+    both = {"DATABASE_URL": "postgresql:///a", "KONGTASK_CONNECTION": "postgresql:///b"}
+    assert settings(environ=both, cwd=tmp_path).connection == "postgresql:///b"
+
+
+def test_libpq_variables_make_a_connection_without_the_password(tmp_path: Path) -> None:
+    s = settings(environ={"PGHOST": "db", "PGDATABASE": "app", "PGPASSWORD": "secret"}, cwd=tmp_path)
+    assert s.connection is not None and "secret" not in s.connection
+    assert "host=db" in s.connection and "dbname=app" in s.connection
+    assert s.sources["connection"] == "PGHOST, PGDATABASE (libpq environment)"
+    assert settings(environ={"PGPASSWORD": "secret"}, cwd=tmp_path).connection is None
+
+
+def test_config_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "k.toml").write_text("tasks = 'jobs'\n")
+    assert settings(flags={"config": "conf/k.toml"}, cwd=tmp_path).tasks == tmp_path / "conf" / "jobs"
+    assert settings(flags={"tasks": "jobs"}, cwd=tmp_path).tasks == Path("jobs")
+
+
+def test_pyproject_without_a_kongtask_table_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert settings(cwd=tmp_path).config is None
+    (tmp_path / "pyproject.toml").write_text("[tool.kongtask]\njobs = 2\n")
+    s = settings(cwd=tmp_path)
+    assert (s.jobs, s.sources["jobs"]) == (2, "jobs in pyproject.toml [tool.kongtask]")
+
+
+def test_dashes_or_underscores_in_config_keys(tmp_path: Path) -> None:
+    (tmp_path / "kongtask.toml").write_text("poll-interval = 500\nshutdown_timeout = 1.5\n")
+    s = settings(cwd=tmp_path)
+    assert (s.poll_interval, s.shutdown_timeout) == (0.5, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("bogus = 1\n", "unknown setting 'bogus'"),
+        ("config = 'x.toml'\n", "unknown setting 'config'"),
+        ("jobs = true\n", "whole number"),
+        ("jobs = 1.5\n", "whole number"),
+        ("once = 'maybe'\n", "not a boolean"),
+        ("poll_interval = 0\n", "more than 0"),
+        ("log_format = 'xml'\n", "text, json"),
+        ("schema = ''\n", "non-empty"),
+    ],
+)
+def test_bad_config_values_name_the_setting_and_file(tmp_path: Path, text: str, fragment: str) -> None:
+    (tmp_path / "kongtask.toml").write_text(text)
+    with pytest.raises(ConfigurationError, match="kongtask.toml") as raised:
+        settings(cwd=tmp_path)
+    assert fragment in str(raised.value)
+
+
+def test_values_of_other_commands_are_not_checked(tmp_path: Path) -> None:
+    assert settings(ADD_JOB, environ={"KONGTASK_JOBS": "lots"}, cwd=tmp_path).queue is None
+    with pytest.raises(ConfigurationError, match="KONGTASK_JOBS"):
+        settings(WORKER, environ={"KONGTASK_JOBS": "lots"}, cwd=tmp_path)
+
+
+def test_booleans_from_text() -> None:
+    for text, value in [("1", True), ("true", True), ("Yes", True), ("on", True), ("0", False), ("off", False)]:
+        assert settings(environ={"KONGTASK_ONCE": text}).once is value
+
+
+def test_run_at_reads_iso_8601_and_assumes_local_time_without_an_offset() -> None:
+    utc = settings(ADD_JOB, flags={"run_at": "2030-01-31T09:00:00Z"}).run_at
+    assert utc == datetime(2030, 1, 31, 9, tzinfo=timezone.utc)
+    local = settings(ADD_JOB, flags={"run_at": "2030-01-31 09:00"}).run_at
+    assert local is not None and local.tzinfo is not None
+    assert local.replace(tzinfo=None) == datetime(2030, 1, 31, 9)
+    offset = settings(ADD_JOB, flags={"run_at": "2030-01-31T09:00:00+02:00"}).run_at
+    assert offset is not None and offset.utcoffset() == timedelta(hours=2)
+
+
+def test_yaml_without_pyyaml_says_which_extra_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "k.yaml").write_text("jobs: 2\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    with pytest.raises(ConfigurationError, match=r"kongtask\[yaml\]"):
+        settings(flags={"config": "k.yaml"}, cwd=tmp_path)
+
+
+def test_passwords_are_masked_when_shown() -> None:
+    s = settings(flags={"connection": "postgresql://app:hunter2@db/app"})
+    assert "hunter2" not in repr(s)
+    connection = next(o for o in options() if o.name == "connection")
+    assert display(s, connection) == "postgresql://app:***@db/app"

@@ -1,0 +1,169 @@
+"""``kongtask worker --watch`` end to end: edits take effect for the next job, and the command stays up."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.cli_support import Background, clean_env, runs, write_task
+from tests.cli_support import kongtask as run
+
+
+def add(project: Path, env: dict[str, str], task: str, payload: dict) -> int:
+    result = run("add-job", task, json.dumps(payload), cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout)
+
+
+def run_of(worker: Background, out: Path, n: int) -> dict:
+    """Waits for the run of the job whose payload has ``n``, and returns it."""
+    return worker.wait_until(lambda: next((r for r in runs(out) if r["payload"].get("n") == n), None), f"job n={n}")
+
+
+def last_line_with(text: str, output: str) -> str:
+    return [line for line in output.splitlines() if text in line][-1]
+
+
+def children_of(supervisor: int) -> list[int]:
+    """Processes started by the --watch supervisor with this pid (Linux /proc)."""
+    marker = f"_KONGTASK_WATCH_SUPERVISOR={supervisor}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture
+def watched(tmp_path: Path, migrated_url: str):
+    """A project with an empty tasks folder, and a running `kongtask worker --watch` on it."""
+    (tmp_path / "tasks").mkdir()
+    env = clean_env(DATABASE_URL=migrated_url, KT_TEST_OUT=str(tmp_path / "out.jsonl"))
+    worker = Background("worker", "--watch", cwd=tmp_path, env=env)
+    try:
+        yield tmp_path, env, worker
+    finally:
+        worker.kill()
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="looks for child processes in /proc")
+def test_watch_end_to_end(watched: tuple[Path, dict[str, str], Background]) -> None:
+    project, env, worker = watched
+    tasks, out = project / "tasks", project / "out.jsonl"
+
+    # An empty folder: the worker cannot start, the command waits for a change.
+    worker.wait_for("no task files in tasks/")
+    worker.wait_for("a change in tasks/ starts it again")
+    assert worker.alive()
+
+    # Adding a task file starts a worker; its job runs.
+    write_task(tasks, "record", "v1")
+    worker.wait_for("worker started", 1)
+    add(project, env, "record", {"n": 1})
+    assert run_of(worker, out, 1)["version"] == "v1"
+
+    # Editing the file: the next job runs the new code.
+    write_task(tasks, "record", "v2")
+    worker.wait_for("worker started", 2)
+    add(project, env, "record", {"n": 2})
+    assert run_of(worker, out, 2)["version"] == "v2"
+
+    # A helper module in the folder counts too.
+    write_task(tasks, "_version", body='VERSION = "h1"\n')
+    worker.wait_for("worker started", 3)
+    write_task(tasks, "record", body="""
+        import json, os
+        from ._version import VERSION
+
+        def task(payload, helpers):
+            with open(os.environ["KT_TEST_OUT"], "a") as out:
+                out.write(json.dumps({"task": "record", "version": VERSION, "payload": payload}) + "\\n")
+    """)
+    worker.wait_for("worker started", 4)
+    write_task(tasks, "_version", body='VERSION = "h2"\n')
+    worker.wait_for("worker started", 5)
+    add(project, env, "record", {"n": 3})
+    assert run_of(worker, out, 3)["version"] == "h2"
+
+    # Breaking the file: the error names file and line; the command stays up.
+    write_task(tasks, "record", body="def task(payload, helpers):\n    return 1\n  oops = (\n")
+    worker.wait_for(f"{tasks / 'record.py'}:3")
+    worker.wait_for("the worker stopped (exit code 1)", 2)
+    assert worker.alive()
+    add(project, env, "record", {"n": 4})  # waits for a worker
+
+    # Fixing it: jobs run again, the waiting one included.
+    write_task(tasks, "record", "v3")
+    worker.wait_for("worker started", 6)
+    assert run_of(worker, out, 4)["version"] == "v3"
+
+    # Deleting a task file: the worker starts again without it.
+    write_task(tasks, "other")
+    worker.wait_for("tasks other, record from", 1)
+    (tasks / "other.py").unlink()
+    worker.wait_for("worker started", 8)
+    assert "tasks record from tasks;" in last_line_with("worker started", worker.output())
+    add(project, env, "record", {"n": 5})
+    assert run_of(worker, out, 5)["version"] == "v3"
+
+    # SIGTERM: a clean exit, no worker left behind.
+    supervisor = worker.process.pid
+    assert len(children_of(supervisor)) == 1
+    assert worker.stop(signal.SIGTERM) == 0
+    assert children_of(supervisor) == []
+
+
+def test_a_running_job_finishes_on_its_old_code(watched: tuple[Path, dict[str, str], Background]) -> None:
+    project, env, worker = watched
+    tasks, out = project / "tasks", project / "out.jsonl"
+    release = project / "release"
+    slow = """
+        import json, os, time
+
+        def task(payload, helpers):
+            def record(event):
+                with open(os.environ["KT_TEST_OUT"], "a") as out:
+                    out.write(json.dumps({{"version": "{version}", "event": event, "payload": payload}}) + "\\n")
+            record("started")
+            deadline = time.monotonic() + 60
+            while not os.path.exists({release!r}) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            record("finished")
+    """
+    write_task(tasks, "slow", body=slow.format(version="old", release=str(release)))
+    worker.wait_for("worker started", 1)
+    add(project, env, "slow", {"n": 1})
+    worker.wait_until(lambda: runs(out), "the job to start")
+
+    # The change lands while the job runs: a new worker starts at once, the old one drains.
+    write_task(tasks, "slow", body=slow.format(version="new", release=str(release)))
+    worker.wait_for("worker started", 2)
+    release.touch()
+    worker.wait_until(lambda: len(runs(out)) == 2, "the job to finish")
+    assert [(r["version"], r["event"]) for r in runs(out)] == [("old", "started"), ("old", "finished")]
+    assert "Completed task" in worker.output() and "Forced worker shutdown" not in worker.output()
+
+    add(project, env, "slow", {"n": 2})
+    worker.wait_until(lambda: len(runs(out)) == 4, "the next job")
+    assert [(r["version"], r["event"]) for r in runs(out)[2:]] == [("new", "started"), ("new", "finished")]
+    assert worker.stop(signal.SIGINT) == 0
+
+
+def test_watch_needs_an_existing_tasks_folder(tmp_path: Path, migrated_url: str) -> None:
+    result = run("worker", "--watch", cwd=tmp_path, env=clean_env(DATABASE_URL=migrated_url))
+    assert result.returncode == 1
+    assert "tasks folder" in result.stderr and "does not exist" in result.stderr
+
+
+def test_watch_fails_fast_on_an_unreachable_database(tmp_path: Path) -> None:
+    (tmp_path / "tasks").mkdir()
+    env = clean_env(DATABASE_URL="postgresql://app:pw@127.0.0.1:1/app")
+    result = run("worker", "--watch", cwd=tmp_path, env=env, timeout=30)
+    assert result.returncode == 1 and "cannot connect" in result.stderr
