@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from . import _db, defaults
 from ._db import Backoff
 from .errors import ConfigurationError, ConnectionFailed
-from .migrate import migrate_connection
+from .migrations import migrate_connection
 from .pool import Runner
 from .tasks import Task, load_task_directory
 from .worker import WorkerConfig

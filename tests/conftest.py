@@ -82,7 +82,7 @@ def db_url(pg_server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def _migrated_template(pg_server_url: str) -> Iterator[str]:
-    from kongtask.migrate import migrate_connection
+    from kongtask.migrations import migrate_connection
 
     async def migrate(url: str) -> None:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:

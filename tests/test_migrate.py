@@ -10,7 +10,7 @@ from psycopg import sql
 
 from kongtask import jobs
 from kongtask.errors import MigrationError
-from kongtask.migrate import load_migrations, migrate_connection
+from kongtask.migrations import load_migrations, migrate_connection
 from tests.catalog import describe_schema
 
 
