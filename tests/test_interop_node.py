@@ -27,7 +27,7 @@ import kongtask
 from kongtask import jobs
 from kongtask.errors import MigrationError
 from kongtask.job import Job
-from kongtask.migrate import load_migrations, migrate_connection
+from kongtask.migrations import load_migrations, migrate_connection
 from kongtask.tasks import Task
 from tests.catalog import describe_schema
 from tests.cli_support import kongtask as kongtask_cli
