@@ -22,7 +22,7 @@ from .errors import (
     TaskLoadError,
 )
 from .helpers import Helpers, SyncHelpers
-from .job import Job
+from .job import Job, JobOptions
 from .pool import Runner
 from .runner import migrate, run, run_once
 
@@ -34,6 +34,7 @@ __all__ = [
     "ConnectionFailed",
     "Helpers",
     "Job",
+    "JobOptions",
     "KongtaskError",
     "MigrationError",
     "PayloadError",

@@ -14,14 +14,13 @@ It is the folder form's machinery with a ``task_list`` instead of a ``task_direc
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, TypeVar, overload
 
 from psycopg_pool import AsyncConnectionPool
 
 from . import client, runner
 from .errors import ConfigurationError
-from .job import Job
+from .job import Job, JobOptions, Unpack
 from .pool import Runner
 from .queries import DEFAULT_SCHEMA
 from .tasks import Task, set_task_timeout
@@ -74,19 +73,9 @@ class App:
     def _database(self) -> dict[str, Any]:
         return {"connection_string": self.connection_string, "pool": self.pool, "schema": self.schema}
 
-    async def add_job(
-        self,
-        identifier: str,
-        payload: Any = None,
-        *,
-        queue_name: str | None = None,
-        run_at: datetime | None = None,
-        max_attempts: int | None = None,
-    ) -> Job:
+    async def add_job(self, identifier: str, payload: Any = None, **options: Unpack[JobOptions]) -> Job:
         """Adds a job on this app's database (see :func:`kongtask.add_job`)."""
-        return await client.add_job(
-            identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts, **self._database()
-        )
+        return await client.add_job(identifier, payload, **options, **self._database())
 
     async def migrate(self) -> list[int]:
         return await runner.migrate(**self._database())

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -20,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import jobs
 from ._db import pool_conninfo
-from .job import Job
+from .job import Job, JobOptions, Unpack
 
 
 class SharedResources:
@@ -81,21 +80,10 @@ class _HelpersBase:
 class Helpers(_HelpersBase):
     """Helpers for ``async def`` tasks."""
 
-    async def add_job(
-        self,
-        identifier: str,
-        payload: Any = None,
-        *,
-        queue_name: str | None = None,
-        run_at: datetime | None = None,
-        max_attempts: int | None = None,
-    ) -> Job:
+    async def add_job(self, identifier: str, payload: Any = None, **options: Unpack[JobOptions]) -> Job:
         """Adds a job, with the same options as :func:`kongtask.add_job`."""
         async with self._resources.pool.connection() as conn:
-            return await jobs.add_job(
-                conn, self._resources.schema, identifier, payload,
-                queue_name=queue_name, run_at=run_at, max_attempts=max_attempts,
-            )
+            return await jobs.add_job(conn, self._resources.schema, identifier, payload, **options)
 
     @contextlib.asynccontextmanager
     async def with_pg_client(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -120,19 +108,9 @@ class SyncHelpers(_HelpersBase):
     def _on_loop(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._resources.loop).result()
 
-    def add_job(
-        self,
-        identifier: str,
-        payload: Any = None,
-        *,
-        queue_name: str | None = None,
-        run_at: datetime | None = None,
-        max_attempts: int | None = None,
-    ) -> Job:
+    def add_job(self, identifier: str, payload: Any = None, **options: Unpack[JobOptions]) -> Job:
         """Adds a job, with the same options as :func:`kongtask.add_job`."""
-        return self._on_loop(
-            self._async.add_job(identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts)
-        )
+        return self._on_loop(self._async.add_job(identifier, payload, **options))
 
     def query(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
         """Runs one statement on the worker's pool; returns its rows (``[]`` when it has none)."""

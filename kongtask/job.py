@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # typing_extensions comes with psycopg wherever Python lacks Unpack
+    from typing_extensions import Unpack
+
+__all__ = ["Job", "JobOptions", "Unpack"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +30,16 @@ class Job:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+
+
+class JobOptions(TypedDict, total=False):
+    """The options of a new job, wherever a job is added.
+
+    - ``queue_name``: jobs sharing a queue run one at a time, in order (default: a queue of its own);
+    - ``run_at``: a timezone-aware datetime before which the job does not run (default: now);
+    - ``max_attempts``: how many times the job is tried (default: 25).
+    """
+
+    queue_name: str | None
+    run_at: datetime | None
+    max_attempts: int | None

@@ -17,7 +17,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import JsonLoader
 
 from .errors import PayloadError
-from .job import Job
+from .job import Job, JobOptions, Unpack
 from .queries import ADD_JOB_OPTIONS, queries_for
 
 #: Upstream's default: a queue locked longer than this is considered abandoned.
@@ -125,7 +125,7 @@ def fetch_job_sync(conn: psycopg.Connection[Any], statement: _Statement) -> Job 
 
 
 async def add_job(
-    conn: psycopg.AsyncConnection[Any], schema: str, identifier: str, payload: Any = None, **options: Any
+    conn: psycopg.AsyncConnection[Any], schema: str, identifier: str, payload: Any = None, **options: Unpack[JobOptions]
 ) -> Job:
     """Adds a job with ``<schema>.add_job`` and returns it."""
     job = await fetch_job(conn, add_job_statement(schema, identifier, payload, **options))
@@ -159,7 +159,7 @@ async def fail_job(
 
 
 def add_job_sync(
-    conn: psycopg.Connection[Any], schema: str, identifier: str, payload: Any = None, **options: Any
+    conn: psycopg.Connection[Any], schema: str, identifier: str, payload: Any = None, **options: Unpack[JobOptions]
 ) -> Job:
     """The synchronous twin of :func:`add_job`."""
     job = fetch_job_sync(conn, add_job_statement(schema, identifier, payload, **options))
