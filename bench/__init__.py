@@ -1,0 +1,1 @@
+"""kongtask's benchmark: ``python -m bench`` (see ``bench/__main__.py``)."""

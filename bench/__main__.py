@@ -1,0 +1,169 @@
+"""``python -m bench``: kongtask against Node graphile-worker 0.1.0 and the SQL ceiling.
+
+Runs on DATABASE_URL when set (creating one database per measurement next to it), else on a
+throwaway server of its own. Prints a table and writes the figures as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .ceiling import pgbench_path
+from .node import node_command, node_version
+from .report import Verdict, judge, ratios_json, render
+from .results import METRICS, Results, Unavailable
+from .server import Server, ServerFacts, provide_server, read_facts
+from .suite import MEASUREMENTS, Settings, Suite
+from .workers import BENCH_DIR, WorkerCommand, kongtask_command
+
+RESULTS_DIR = BENCH_DIR / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small N, for a smoke run (figures are not meaningful)")
+    parser.add_argument("--only", metavar="NAMES", help=f"comma-separated subset of: {', '.join(MEASUREMENTS)}")
+    parser.add_argument("--jobs-count", type=int, metavar="N", help="jobs per drain (default 20000; --quick 300)")
+    parser.add_argument("--latency-samples", type=int, metavar="N", help="latency samples (default 1000; --quick 30)")
+    parser.add_argument("--rounds", type=int, metavar="N", help="drain rounds, best kept (default 2; --quick 1)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="JSON output (default bench/results/<time>.json)")
+    parser.add_argument("--no-node", action="store_true", help="skip Node graphile-worker 0.1.0")
+    args = parser.parse_args(argv)
+    only = set(MEASUREMENTS if not args.only else (name.strip() for name in args.only.split(",") if name.strip()))
+    if unknown := only - set(MEASUREMENTS):
+        parser.error(f"unknown measurement(s) {', '.join(sorted(unknown))}; choose from {', '.join(MEASUREMENTS)}")
+    args.only = frozenset(only)
+    if args.jobs_count is not None and args.jobs_count < 1:
+        parser.error("--jobs-count must be at least 1")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.latency_samples is not None and args.latency_samples < 2:
+        parser.error("--latency-samples must be at least 2 (percentiles need two)")
+    return args
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        jobs_count=args.jobs_count or (300 if args.quick else 20_000),
+        latency_samples=args.latency_samples or (30 if args.quick else 1_000),
+        latency_warmup=5 if args.quick else 20,
+        startup_repeats=2 if args.quick else 5,
+        rounds=args.rounds or (1 if args.quick else 2),
+        only=args.only,
+    )
+
+
+def available_systems(no_node: bool) -> tuple[dict[str, WorkerCommand], dict[str, str], dict[str, str]]:
+    """The workers that can run, the reasons the others cannot, and a line about each for the report."""
+    commands: dict[str, WorkerCommand] = {}
+    missing: dict[str, str] = {}
+    about: dict[str, str] = {}
+    for system, find in (("kongtask", kongtask_command), ("node", node_command)):
+        if system == "node" and no_node:
+            missing[system] = about[system] = "not run: --no-node"
+            continue
+        try:
+            commands[system] = find()
+            about[system] = " ".join(commands[system].prefix[:2])
+        except Unavailable as exc:
+            missing[system] = about[system] = str(exc)
+    if "node" in commands:
+        about["node"] = f"graphile-worker 0.1.0 on node {node_version()}"
+    pgbench = pgbench_path()
+    if pgbench is None:
+        missing["pgbench"] = "pgbench not installed"
+    about["pgbench"] = str(pgbench) if pgbench else missing["pgbench"]
+    about["psycopg"] = "prepared get_job + complete_job, one process per connection"
+    return commands, missing, about
+
+
+def durability_note(facts: ServerFacts) -> str:
+    if facts.durability.get("fsync") == "on":
+        return "default durability: fsync is on (the benchmark does not turn it off)"
+    return "fsync is OFF on this server: figures are not comparable with a default-durability run"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = settings_from(args)
+    started = datetime.now(timezone.utc)
+    load = [os.getloadavg()[0]]
+    commands, missing, about = available_systems(args.no_node)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    scratch = Path(tempfile.mkdtemp(prefix="kongtask-bench-"))
+    try:
+        with provide_server(os.environ.get("DATABASE_URL") or None) as server:
+            facts = read_facts(server)
+            say(f"server: {server.origin}, {facts.describe()}")
+            say(f"kongtask: {about['kongtask']}; node: {about['node']}; pgbench: {about['pgbench']}")
+            results = Suite(server, settings, scratch, commands, missing, say).run()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    load.append(os.getloadavg()[0])
+    verdicts = judge(results)
+    print("\n".join(header(started, load, server, facts, settings, about)) + "\n" + render(results, verdicts))
+    path = args.json or RESULTS_DIR / f"{started:%Y%m%d-%H%M%S}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = report_json(started, load, server, facts, settings, args, about, results, verdicts)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nJSON: {path}")
+    return 0
+
+
+def header(
+    started: datetime, load: list[float], server: Server, facts: ServerFacts, settings: Settings, about: dict[str, str]
+) -> list[str]:
+    return [
+        # The load average says how much the figures can be trusted on a shared machine.
+        f"kongtask benchmark, {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+        f"load avg {load[0]:.2f} before / {load[-1]:.2f} after",
+        f"server: {server.origin}, {facts.describe()}",
+        f"        {durability_note(facts)}",
+        f"drains: {settings.jobs_count} jobs (one insert statement), best of {settings.rounds} round(s), timing the"
+        " whole `--once` process, start-up included",
+        f"latency: {settings.latency_samples} samples after {settings.latency_warmup} warm-up, workers taking turns;"
+        f" start-up: median of {settings.startup_repeats}; both workers run with NO_LOG_SUCCESS=1",
+        *(f"{system}: {line}" for system, line in about.items()),
+        "",
+    ]
+
+
+def report_json(
+    started: datetime, load: list[float], server: Server, facts: ServerFacts, settings: Settings,
+    args: argparse.Namespace, about: dict[str, str], results: Results, verdicts: list[Verdict],
+) -> dict[str, Any]:
+    return {
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                 "loadavg_1min": load},
+        "server": {"origin": server.origin, "version": facts.version, "durability": facts.durability},
+        "settings": {
+            "quick": args.quick, "jobs_count": settings.jobs_count, "latency_samples": settings.latency_samples,
+            "latency_warmup": settings.latency_warmup, "startup_repeats": settings.startup_repeats,
+            "rounds": settings.rounds,
+            "only": sorted(settings.only), "node": not args.no_node,
+        },
+        "systems": about,
+        "units": {metric.key: metric.unit for metric in METRICS},
+        "figures": results.figures_json(),
+        "ratios": ratios_json(results),
+        "targets": [verdict.json() for verdict in verdicts],
+        "details": results.details,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

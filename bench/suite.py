@@ -1,0 +1,162 @@
+"""The order of work: each measurement on a fresh database, systems side by side.
+
+Measurements of one kind run back to back across the systems (ceiling, Node, kongtask), so a load
+spike on this shared machine hits the figures being compared with each other, not just one of them.
+Drains repeat for ``rounds`` and keep each system's best round: interference only ever slows a
+drain down, so the best round is the one closest to what the system can do. Start-up and latency
+go further: the two workers take turns, run by run and sample by sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .ceiling import pgbench_ceiling, psycopg_ceiling
+from .db import fresh_database
+from .latency import latency
+from .measure import drain, startup
+from .results import METRICS, Measured, Results, Unavailable
+from .server import Server
+from .workers import WorkerCommand
+
+MEASUREMENTS = ("startup", "drain", "memory", "latency", "ceiling")
+
+#: The workers of a side-by-side measurement: system -> (how to start it, its database URL).
+_Workers = Mapping[str, tuple[WorkerCommand, str]]
+
+
+@dataclass(frozen=True)
+class Settings:
+    jobs_count: int
+    latency_samples: int
+    latency_warmup: int
+    startup_repeats: int
+    rounds: int
+    only: frozenset[str]
+
+
+@dataclass
+class _Rounds:
+    """Every round of one drain of one system, until the best is chosen."""
+
+    metrics: tuple[str, ...]
+    outcomes: list[Measured | Unavailable] = field(default_factory=list)
+
+
+@dataclass
+class Suite:
+    server: Server
+    settings: Settings
+    scratch: Path
+    commands: dict[str, WorkerCommand]  # the workers that can run
+    missing: dict[str, str]  # system -> why it cannot run
+    say: Callable[[str], None]
+
+    def __post_init__(self) -> None:
+        self.results = Results()
+        self._rounds: dict[tuple[str, str], _Rounds] = {}
+
+    def run(self) -> Results:
+        only = self.settings.only
+        if "startup" in only:
+            self._side_by_side("startup", ("startup_s",), self._startup)
+        for round_ in range(1, self.settings.rounds + 1):
+            if self.settings.rounds > 1 and only & {"ceiling", "drain", "memory"}:
+                self.say(f"  drains, round {round_} of {self.settings.rounds}")
+            self._drains()
+        self._keep_best_rounds()
+        if "latency" in only:
+            latency_metrics = tuple(m.key for m in METRICS if m.key.startswith("latency_"))
+            self._side_by_side("latency", latency_metrics, self._latency)
+        return self.results
+
+    def _drains(self) -> None:
+        only = self.settings.only
+        if "ceiling" in only:
+            self._ceiling(1)
+        if only & {"drain", "memory"}:
+            for system in ("node", "kongtask"):
+                self._measure("drain_j1", system, ("drain_j1", "cpu_j1", "rss_j1"), self._drain(1))
+        if "ceiling" in only:
+            self._ceiling(4)
+        if "drain" in only:
+            self._measure("drain_j4", "kongtask", ("drain_j4",), self._drain(4))
+        if "memory" in only:
+            self._measure("drain_j8", "kongtask", ("drain_j8", "rss_j8"), self._drain(8))
+
+    def _startup(self, workers: _Workers) -> dict[str, Measured | Unavailable]:
+        return startup(workers, self.settings.startup_repeats, self.scratch)
+
+    def _drain(self, jobs: int) -> Callable[[str, str], Measured]:
+        return lambda system, url: drain(self.commands[system], url, self.settings.jobs_count, jobs, self.scratch)
+
+    def _latency(self, workers: _Workers) -> dict[str, Measured | Unavailable]:
+        return latency(workers, self.settings.latency_samples, self.settings.latency_warmup, self.scratch)
+
+    def _ceiling(self, connections: int) -> None:
+        count = self.settings.jobs_count
+        name = f"drain_j{connections}"
+        self._measure(name, "psycopg", (name,), lambda _, url: psycopg_ceiling(url, count, connections))
+        self._measure(name, "pgbench", (name,), lambda _, url: pgbench_ceiling(url, count, connections, self.scratch))
+
+    def _measure(self, name: str, system: str, metrics: tuple[str, ...], run: Callable[[str, str], Measured]) -> None:
+        """One round of one drain of one system, on a database of its own."""
+        rounds = self._rounds.setdefault((name, system), _Rounds(metrics))
+        if system in self.missing:
+            rounds.outcomes.append(Unavailable(self.missing[system]))
+            return
+        try:
+            with fresh_database(self.server, f"{name}_{system}") as url:
+                outcome: Measured | Unavailable = run(system, url)
+        except Unavailable as exc:
+            outcome = exc
+        rounds.outcomes.append(outcome)
+        self._show(name, system, outcome)
+
+    def _keep_best_rounds(self) -> None:
+        for (name, system), rounds in self._rounds.items():
+            primary = name  # a drain's name is its throughput metric: drain_j1, drain_j4, drain_j8
+            done = [outcome for outcome in rounds.outcomes if isinstance(outcome, Measured)]
+            if not done:
+                self.results.miss(name, system, rounds.metrics, str(rounds.outcomes[0]))
+                continue
+            best = max(done, key=lambda measured: measured.figures[primary])
+            every = [measured.figures[primary] for measured in done]
+            failed = [str(outcome) for outcome in rounds.outcomes if isinstance(outcome, Unavailable)]
+            details = best.details | {"rounds": every, "failed_rounds": failed}
+            self.results.put(name, system, Measured(best.figures, details))
+
+    def _side_by_side(
+        self, name: str, metrics: tuple[str, ...], run: Callable[[_Workers], dict[str, Measured | Unavailable]]
+    ) -> None:
+        """Both workers in one measurement, taking turns, each on a database of its own."""
+        systems: list[str] = []
+        for system in ("node", "kongtask"):
+            if system in self.commands:
+                systems.append(system)
+            else:
+                self.results.miss(name, system, metrics, self.missing[system])
+        if not systems:
+            return
+        with ExitStack() as stack:
+            workers: dict[str, tuple[WorkerCommand, str]] = {
+                system: (self.commands[system], stack.enter_context(fresh_database(self.server, f"{name}_{system}")))
+                for system in systems
+            }
+            outcomes = run(workers)
+        for system, outcome in outcomes.items():
+            self._show(name, system, outcome)
+            if isinstance(outcome, Unavailable):
+                self.results.miss(name, system, metrics, str(outcome))
+            else:
+                self.results.put(name, system, outcome)
+
+    def _show(self, name: str, system: str, outcome: Measured | Unavailable) -> None:
+        if isinstance(outcome, Unavailable):
+            self.say(f"  {name:<9} {system:<9} n/a ({outcome})")
+        else:
+            shown = ", ".join(f"{key} {value:,.2f}" for key, value in outcome.figures.items())
+            self.say(f"  {name:<9} {system:<9} {shown}")

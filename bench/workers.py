@@ -1,0 +1,120 @@
+"""Worker processes, kongtask's or Node's, started and timed the same way."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .results import Unavailable
+
+BENCH_DIR = Path(__file__).resolve().parent
+KONGTASK_TASKS = BENCH_DIR / "tasks"
+
+#: A drain of 20,000 jobs takes seconds to a minute or two; this only stops a hung worker.
+RUN_TIMEOUT_S = 900.0
+
+
+@dataclass(frozen=True)
+class WorkerCommand:
+    """How to start one system's worker; both CLIs share ``-c URL --jobs N [--once]``."""
+
+    system: str
+    prefix: tuple[str, ...]
+    cwd: Path
+
+    def argv(self, url: str, jobs: int, once: bool) -> list[str]:
+        return [*self.prefix, "-c", url, "--jobs", str(jobs), *(["--once"] if once else [])]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        # -c names the database, so no DATABASE_URL. PYTHONDONTWRITEBYTECODE would make every start of
+        # an editable install recompile kongtask from source; installed packages have their .pyc.
+        dropped = {"DATABASE_URL", "PYTHONDONTWRITEBYTECODE"}
+        env = {name: value for name, value in os.environ.items() if name not in dropped}
+        # Neither worker should spend the run printing 20,000 "Completed task" lines.
+        env["NO_LOG_SUCCESS"] = "1"
+        return env | extra
+
+
+@dataclass(frozen=True)
+class Exit:
+    wall_s: float
+    cpu_s: float  # user + system time of the worker process itself (not the server's)
+    returncode: int
+    peak_rss_mb: float
+    output_tail: str
+
+
+def run_to_exit(command: WorkerCommand, url: str, jobs: int, log: Path) -> Exit:
+    """Runs ``--once`` to the end; times it and reads the process's peak RSS from the kernel."""
+    argv = command.argv(url, jobs, once=True)
+    with log.open("wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=command.cwd, env=command.env(), stdout=out, stderr=subprocess.STDOUT)
+        # wait4 hands back the child's rusage: ru_maxrss is the kernel's high-water mark of its
+        # resident set (what /proc/<pid>/status calls VmHWM), exact rather than sampled.
+        status, rusage = _wait4(proc, RUN_TIMEOUT_S)
+        wall = time.perf_counter() - started
+    cpu = rusage.ru_utime + rusage.ru_stime
+    return Exit(wall, cpu, os.waitstatus_to_exitcode(status), rusage.ru_maxrss / 1024, tail(log))
+
+
+def _wait4(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, resource.struct_rusage]:
+    # A blocking wait4 returns the moment the child exits; the timer only kills a hung worker.
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        _, status, rusage = os.wait4(proc.pid, 0)
+    finally:
+        watchdog.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return status, rusage
+
+
+def start(command: WorkerCommand, url: str, jobs: int, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """Starts a worker that keeps running (no ``--once``)."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command.argv(url, jobs, once=False),
+            cwd=command.cwd,
+            env=command.env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Asks for a graceful shutdown (SIGINT), and insists after a few seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tail(log: Path, lines: int = 6) -> str:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def kongtask_command() -> WorkerCommand:
+    """The installed ``kongtask`` console script, or :class:`Unavailable` saying why not."""
+    script = Path(sys.executable).parent / "kongtask"
+    if not script.exists():
+        raise Unavailable(f"kongtask CLI not available: no console script at {script}")
+    try:
+        probe = subprocess.run([str(script), "worker", "--help"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise Unavailable("kongtask CLI not available: `kongtask worker --help` hung for 60 s") from None
+    if probe.returncode != 0:
+        lines = (probe.stderr or probe.stdout).strip().splitlines()
+        raise Unavailable(f"kongtask CLI not available: {lines[-1] if lines else f'exit {probe.returncode}'}")
+    return WorkerCommand("kongtask", (str(script), "worker", "--tasks", str(KONGTASK_TASKS)), BENCH_DIR)
