@@ -17,6 +17,7 @@ from . import defaults
 from ._db import borrow
 from .errors import ConfigurationError
 from .job import Job
+from .jobs import fetch_job
 from .queries import queries_for
 
 JobState = Literal["all", "locked", "failed", "dead"]
@@ -61,9 +62,7 @@ async def unlock_worker(worker_id: str, *, schema: str = defaults.SCHEMA, **targ
 
 async def _one_job(query: str, params: tuple[Any, ...], target: dict[str, Any]) -> Job | None:
     async with borrow(**target) as conn:
-        async with conn.cursor(row_factory=class_row(Job)) as cur:
-            await cur.execute(query, params)
-            return await cur.fetchone()
+        return await fetch_job(conn, (query, params))
 
 
 async def retry_job(job_id: int, *, schema: str = defaults.SCHEMA, **target: Any) -> Job | None:

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.rows import class_row
 from psycopg.types.json import JsonLoader
 
 from .errors import PayloadError
@@ -93,6 +92,12 @@ def add_job_statement(
     return queries_for(schema).add_job(options), params
 
 
+def text_array_literal(values: list[str]) -> str:
+    """``values`` as a PostgreSQL array literal (``{"a","b"}``), for a ``%s::text[]`` parameter."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
 def get_job_statement(
     schema: str, worker_id: str, task_names: list[str] | None, job_expiry: timedelta
 ) -> _Statement:
@@ -107,21 +112,20 @@ def fail_job_statement(schema: str, worker_id: str, job_id: int, message: str) -
     return queries_for(schema).fail_job, (worker_id, job_id, message)
 
 
-def job_or_none(row: Job | None) -> Job | None:
+def job_or_none(row: tuple[Any, ...] | None) -> Job | None:
+    """The job in a ``select *`` row of the jobs table, in column order."""
     # A plpgsql function that returns null for a row type yields a row of nulls to `select *`.
-    return None if row is None or row.id is None else row
+    return None if row is None or row[0] is None else Job(*row)
 
 
 async def fetch_job(conn: psycopg.AsyncConnection[Any], statement: _Statement) -> Job | None:
-    async with conn.cursor(row_factory=class_row(Job)) as cur:
-        await cur.execute(*statement)
-        return job_or_none(await cur.fetchone())
+    """Runs a statement that returns at most one jobs row; the hot path of every worker."""
+    cursor = await conn.execute(*statement)
+    return job_or_none(await cursor.fetchone())
 
 
 def fetch_job_sync(conn: psycopg.Connection[Any], statement: _Statement) -> Job | None:
-    with conn.cursor(row_factory=class_row(Job)) as cur:
-        cur.execute(*statement)
-        return job_or_none(cur.fetchone())
+    return job_or_none(conn.execute(*statement).fetchone())
 
 
 async def add_job(

@@ -24,6 +24,11 @@ log = logging.getLogger("kongtask.pool")
 _FORCED_RELEASE_GRACE_S = 5.0
 
 
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Runner:
     """A running pool of workers.
 
@@ -82,13 +87,14 @@ class Runner:
         return self._outage
 
     async def idle(self, worker: Worker) -> None:
-        waiter = self._loop.create_future()
+        waiter: asyncio.Future[None] = self._loop.create_future()
         self._idle[worker] = waiter
+        # A timer rather than wait_for: a NOTIFY then wakes the worker in one hop of the loop.
+        poll = self._loop.call_later(self._config.poll_interval, _settle, waiter)
         try:
-            await asyncio.wait_for(waiter, self._config.poll_interval)
-        except asyncio.TimeoutError:
-            pass
+            await waiter
         finally:
+            poll.cancel()
             self._idle.pop(worker, None)
 
     def found_job(self) -> None:
@@ -122,9 +128,7 @@ class Runner:
 
     def _wake(self, count: int | None = None) -> None:
         for worker in list(self._idle)[:count]:
-            waiter = self._idle.pop(worker)
-            if not waiter.done():
-                waiter.set_result(None)
+            _settle(self._idle.pop(worker))
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals_seen += 1

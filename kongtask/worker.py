@@ -144,6 +144,14 @@ class _TaskThread:
                 future.set_exception(exc)
 
 
+def _forget_cancellation() -> None:
+    # The cancellation that aborted a task has been handled; later awaits of this worker (the
+    # release) must not see it as pending (Python 3.11+ counts cancellations per task).
+    task = asyncio.current_task()
+    if task is not None and hasattr(task, "uncancel"):
+        task.uncancel()
+
+
 def error_message(error: BaseException) -> str:
     """What ``last_error`` records: the message, else the class name; never empty, never NUL."""
     try:
@@ -170,9 +178,16 @@ class Worker:
         self._coordinator = coordinator
         self._thread: _TaskThread | None = None
         self._running: asyncio.Future[Any] | None = None
+        self._abortable = False
+        self._task: asyncio.Task[Any] | None = None
         self._abort_reason: str | None = None
+        # get_job's arguments never change for a worker: encoded once, sent as text every fetch.
+        self._fetch_params = (
+            self.id, jobs.text_array_literal(config.task_names), f"{config.job_expiry.total_seconds()} seconds"
+        )
 
     async def run(self, once: bool = False) -> None:
+        self._task = asyncio.current_task()
         job: Job | None = None
         try:
             while not self._coordinator.stopping:
@@ -195,12 +210,13 @@ class Worker:
         self._abort_reason = reason
         if self._running is not None and not self._running.done():
             self._running.cancel()
+        elif self._abortable and self._task is not None:
+            self._task.cancel()
 
     # --- fetch ---------------------------------------------------------------------------------
 
     async def _fetch(self) -> Job | None:
-        config = self._config
-        statement = jobs.get_job_statement(config.schema, self.id, config.task_names, config.job_expiry)
+        statement = queries_for(self._config.schema).get_job, self._fetch_params
         backoff = Backoff()
         while True:
             try:
@@ -223,11 +239,17 @@ class Worker:
         start = time.perf_counter()
         error: BaseException | None = None
         timeout = task_timeout(self._config.tasks[job.task_identifier], self._config.task_timeout)
-        self._running = asyncio.ensure_future(self._invoke(job))
         try:
             if timeout is None:
-                await self._running
+                # Awaited in place, with no task of its own: abort() cancels this worker's task
+                # while (and only while) it waits here.
+                self._abortable = True
+                try:
+                    await self._invoke(job)
+                finally:
+                    self._abortable = False
             else:
+                self._running = asyncio.ensure_future(self._invoke(job))
                 await asyncio.wait_for(self._running, timeout)
         except asyncio.TimeoutError:
             error = TaskTimedOut(f"Task timed out after {timeout:g}s")
@@ -235,6 +257,7 @@ class Worker:
         except asyncio.CancelledError:
             if self._abort_reason is None:
                 raise
+            _forget_cancellation()
             error = TaskAborted(self._abort_reason)
             self._abandon_thread(job)
         except _BaseExceptionInTask as exc:
@@ -284,13 +307,10 @@ class Worker:
         """Completes or fails a job, and with ``fetch_next`` checks out the next one in the same
         statement. Should that fail, the release is retried on its own."""
         if fetch_next:
-            config = self._config
             try:
                 async with self._resources.pool.connection() as conn:
                     _decode_payloads_tolerantly(conn)
-                    job = await jobs.fetch_job(
-                        conn, (release.and_fetch, (*release.params, self.id, config.task_names, config.job_expiry))
-                    )
+                    job = await jobs.fetch_job(conn, (release.and_fetch, release.params + self._fetch_params))
                 self._coordinator.outage.recovered()
                 return job
             except CONNECTION_ERRORS as exc:

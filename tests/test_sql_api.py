@@ -296,3 +296,10 @@ def test_concurrent_drain_never_strands_a_shared_queue(migrated_url: str) -> Non
         with _connect(migrated_url) as conn:
             assert conn.execute("select count(*) from graphile_worker.jobs").fetchone() == (0,)
             assert conn.execute("select count(*) from graphile_worker.job_queues").fetchone() == (0,)
+
+
+def test_task_names_with_quotes_backslashes_and_commas_reach_get_job_intact(migrated_url: str) -> None:
+    names = ['plain', 'with "quotes"', "back\\slash", "com,ma", "{braces}", "ünï 😀", ""]
+    with _connect(migrated_url) as conn:
+        decoded = conn.execute("select %s::text[]", (jobs.text_array_literal(names),)).fetchone()
+    assert decoded == (names,)
