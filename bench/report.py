@@ -20,7 +20,7 @@ _LEGEND = [
     "-: not measured for that system (Node 0.1.0's --once runs one worker; the SQL ceiling has no worker",
     "   process, so no start-up, latency, CPU or RSS). Ratios are kongtask / other, from this same run.",
     "SQL/*: get_job, then complete_job, in a tight loop: two commits per job, as Node 0.1.0 does. kongtask",
-    "   sends complete_job and the next get_job in one pipeline (one round trip, one commit per job), so on",
+    "   sends complete_job and the next get_job in one statement (one round trip, one commit per job), so on",
     "   an fsync-bound server it can pass this ceiling. Worker CPU per job includes the process start-up.",
 ]
 
