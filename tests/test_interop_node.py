@@ -8,12 +8,15 @@ and ``runner.addJob`` from its library. The Node tasks write what they received 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import runpy
 import shutil
+import signal
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,8 +33,9 @@ from kongtask.job import Job
 from kongtask.migrations import load_migrations, migrate_connection
 from kongtask.tasks import Task
 from tests.catalog import describe_schema
+from tests.cli_support import Background
 from tests.cli_support import kongtask as kongtask_cli
-from tests.node.fixtures import PY_TASK, NodeEnv, node_url, tasks_folder
+from tests.node.fixtures import PY_TASK, PY_TIMES_TASK, NodeEnv, node_url, tasks_folder
 from tests.support import url_with_dbname, wait_until
 
 pytestmark = pytest.mark.node
@@ -151,13 +155,6 @@ def _results(url: str) -> dict[str, Any]:
 def _count(url: str, table: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(SCHEMA, table))).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def _count_results(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("select count(*) from public.interop_results").fetchone()
     assert row is not None
     return int(row[0])
 
@@ -506,70 +503,133 @@ def test_kongtask_worker_runs_node_added_jobs_on_a_node_migrated_database(
 
 
 FLEET_JOBS = 2000
+FLEET_QUEUE = "fleet-queue"
 FLEET_QUEUE_EVERY = 10  # every tenth job goes to the one named queue: 200 of them
+#: How long each task pauses between recording its start and its end, in milliseconds. Jobs are
+#: fetched in id order, so with equal pauses the nine jobs between two of the queue's keep them
+#: apart even without a queue lock. The queue's second hundred pause longer than the other workers
+#: need for those nine: without the lock they would be in flight two at a time. Its first hundred
+#: are as quick as the rest, so the queue keeps up and changes hands between kongtask and Node (a
+#: worker that finishes a queue's job while that queue is behind goes straight on to its next).
+FLEET_SLEEP_MS = 2
+FLEET_SLOW_SLEEP_MS = 40
+#: Deadline for the fleet to empty the jobs table. The drain takes seconds; the deadline stays below
+#: kongtask's default job expiry (120 s), so a queue left locked with no job running fails the test
+#: instead of being quietly reclaimed by the expiry.
+FLEET_DRAIN_TIMEOUT_S = 90
 
 
-def _add_fleet(url: str) -> list[int]:
+def _add_fleet(url: str) -> dict[int, str]:
+    """The fleet's jobs, one statement: their queue names by job id."""
     with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "select (graphile_worker.add_job('interop_fleet', json_build_object('i', i),"
-            "  case when i %% %s = 0 then 'fleet-queue' else public.gen_random_uuid()::text end)).id"
-            " from generate_series(1, %s) i",
-            (FLEET_QUEUE_EVERY, FLEET_JOBS),
-        ).fetchall()
-    return [row[0] for row in rows]
-
-
-async def _kongtask_until_drained(url: str) -> None:
-    """A continuous kongtask pool that runs until the jobs table is empty, then stops.
-
-    get_job, upstream's and ours alike, can lock a queue and return no job when the job it chose
-    is completed by another worker while its statement runs; nobody then holds the queue, but it
-    stays locked until job_expiry (upstream: 4 hours). A 2-second expiry here reclaims such a
-    queue quickly (heartbeats keep kongtask's own running jobs' locks fresh), so the test measures
-    the fleet and not that race.
-    """
-    runner = await kongtask.run(
-        task_list={"interop_fleet": _kongtask_record}, connection_string=url, concurrency=2,
-        job_expiry=timedelta(seconds=2), heartbeat_interval=0.5, poll_interval=0.2,
-    )
-    try:
-        # Polled from a thread, so the pool's workers keep the event loop to themselves.
-        await asyncio.to_thread(
-            wait_until, lambda: _count(url, "jobs") == 0, timeout=120, interval=0.1, what="the fleet to drain the jobs"
+        conn.execute(
+            "create table public.fleet_runs ("
+            " seq serial primary key, job_id bigint not null, queue_name text not null, i int not null,"
+            " ran_by text not null, started_at timestamptz not null, ended_at timestamptz)"
         )
-    finally:
-        await asyncio.wait_for(runner.stop(), timeout=60)
+        rows = conn.execute(
+            "select j.id, j.queue_name from generate_series(1, %s) i,"
+            " graphile_worker.add_job('interop_fleet',"
+            "  json_build_object('i', i, 'sleep_ms', case when i %% %s = 0 and i > %s then %s else %s end),"
+            "  case when i %% %s = 0 then %s else public.gen_random_uuid()::text end) j",
+            (FLEET_JOBS, FLEET_QUEUE_EVERY, FLEET_JOBS // 2, FLEET_SLOW_SLEEP_MS, FLEET_SLEEP_MS,
+             FLEET_QUEUE_EVERY, FLEET_QUEUE),
+        ).fetchall()
+    return dict(rows)
+
+
+def _fleet_state(url: str) -> str:
+    """What is left in the queue tables, for a drain that missed its deadline."""
+    with psycopg.connect(url) as conn:
+        now = conn.execute("select clock_timestamp()").fetchone()
+        queues = conn.execute(
+            "select queue_name, job_count, locked_by, locked_at from graphile_worker.job_queues"
+            " order by locked_at nulls last, queue_name limit 20"
+        ).fetchall()
+        waiting = conn.execute(
+            "select queue_name, count(*), min(id), max(attempts) from graphile_worker.jobs"
+            " group by queue_name order by min(id) limit 20"
+        ).fetchall()
+    return (
+        f"database clock: {now}\njob_queues (queue, job_count, locked_by, locked_at):\n"
+        + "".join(f"  {row}\n" for row in queues)
+        + "jobs (queue, count, first id, most attempts):\n"
+        + "".join(f"  {row}\n" for row in waiting)
+    )
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def test_a_mixed_fleet_runs_every_job_once_and_the_named_queue_in_order(
     node_env: NodeEnv, migrated_url: str, tmp_path: Path
 ) -> None:
-    _create_results_table(migrated_url)
-    ids = _add_fleet(migrated_url)
-    cwd = tasks_folder(tmp_path, ["interop_fleet"])
-    # Two Node workers start first; kongtask joins once Node is under way, so both sides share the work.
-    nodes = [node_env.start_cli("0.1.0", migrated_url, "--once", cwd=cwd) for _ in range(2)]
-    try:
-        wait_until(lambda: _count_results(migrated_url) > 0, timeout=60, what="the Node workers' first job")
-        asyncio.run(_kongtask_until_drained(migrated_url))
-        for process in nodes:
-            out, err = process.communicate(timeout=120)
-            assert process.returncode == 0, f"Node worker exited {process.returncode}\n{out}\n{err}"
-    finally:
-        for process in nodes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+    """A kongtask worker (--jobs 4) and a Node worker drain 2,000 jobs together, 200 of them in one
+    named queue. Every job completes exactly once, and the named queue never has two jobs in flight.
 
+    Both are the real CLIs in continuous mode with their default settings (job expiry included),
+    stopped with SIGTERM once the jobs table is empty. Each task records its start and end from the
+    database clock, so the two languages' times compare.
+    """
+    queue_of = _add_fleet(migrated_url)
+    py_tasks = tmp_path / "py_tasks"
+    py_tasks.mkdir()
+    shutil.copyfile(PY_TIMES_TASK, py_tasks / "interop_fleet.py")
+    node_cwd = tasks_folder(tmp_path / "node", ["interop_fleet"], "record_times")
+    node_log = tmp_path / "node.log"
+
+    with node_log.open("wb") as log:
+        node = node_env.start_cli("0.1.0", migrated_url, cwd=node_cwd, log=log)
+        worker = Background("worker", "--jobs", "4", "-c", migrated_url, "--tasks", str(py_tasks), cwd=tmp_path)
+        try:
+
+            def drained() -> bool:
+                for name, code in (("kongtask", worker.process.poll()), ("Node", node.poll())):
+                    if code is not None:
+                        raise AssertionError(f"the {name} worker exited ({code}) before the jobs ran out")
+                return _count(migrated_url, "jobs") == 0
+
+            try:
+                wait_until(drained, timeout=FLEET_DRAIN_TIMEOUT_S, interval=0.2, what="the fleet to drain the jobs")
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"{exc}\n{_fleet_state(migrated_url)}--- kongtask ---\n{_tail(worker.output())}\n"
+                    f"--- Node ---\n{_tail(node_log.read_text(errors='replace'))}"
+                ) from None
+
+            assert worker.stop() == 0, worker.output()
+            node.send_signal(signal.SIGTERM)
+            # graphile-worker 0.1.0 shuts down, then kills itself with the signal it received.
+            assert node.wait(30) == -signal.SIGTERM, node_log.read_text(errors="replace")
+        finally:
+            worker.kill()
+            if node.poll() is None:
+                node.kill()
+                node.wait(10)
+
+    assert "Graceful shutdown attempted; killing self via SIGTERM" in node_log.read_text(errors="replace")
     with psycopg.connect(migrated_url) as conn:
         runs = conn.execute(
-            "select job_id, queue_name, payload, ran_by from public.interop_results order by seq"
+            "select job_id, queue_name, i, ran_by, started_at, ended_at from public.fleet_runs order by seq"
         ).fetchall()
-    assert sorted(job_id for job_id, _, _, _ in runs) == sorted(ids)  # every job, exactly once
-    assert {ran_by for _, _, _, ran_by in runs} == {"node", "kongtask"}
-    in_queue = [json.loads(payload)["i"] for _, queue, payload, _ in runs if queue == "fleet-queue"]
-    assert in_queue == list(range(FLEET_QUEUE_EVERY, FLEET_JOBS + 1, FLEET_QUEUE_EVERY))
+
+    # Every job, exactly once, and every run finished.
+    times_run = Counter(job_id for job_id, *_ in runs)
+    assert [job_id for job_id, n in times_run.items() if n > 1] == []
+    assert set(times_run) == set(queue_of)
+    assert [run for run in runs if run[5] is None or run[5] < run[4]] == []
+    # Both sides took part.
+    by_side = Counter(ran_by for _, _, _, ran_by, _, _ in runs)
+    assert set(by_side) == {"node", "kongtask"}, by_side
+
+    # The named queue: one run at a time (each starts after the one before it ended), in id order.
+    in_queue = sorted((run for run in runs if run[1] == FLEET_QUEUE), key=lambda run: run[4])
+    overlaps = [(before, after) for before, after in itertools.pairwise(in_queue) if after[4] < before[5]]
+    assert not overlaps, f"{len(overlaps)} runs in {FLEET_QUEUE} started before the one before ended: {overlaps[:3]}"
+    assert [job_id for job_id, *_ in in_queue] == sorted(job_id for job_id, q in queue_of.items() if q == FLEET_QUEUE)
+    assert [i for _, _, i, *_ in in_queue] == list(range(FLEET_QUEUE_EVERY, FLEET_JOBS + 1, FLEET_QUEUE_EVERY))
+    assert {ran_by for _, _, _, ran_by, _, _ in in_queue} == {"node", "kongtask"}, "one side ran the whole queue"
     assert _count(migrated_url, "job_queues") == 0
 
 

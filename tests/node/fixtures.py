@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -24,6 +24,8 @@ from psycopg.conninfo import conninfo_to_dict
 JS_DIR = Path(__file__).resolve().parent / "js"
 #: The kongtask twin of js/tasks/record_payload.js, for the kongtask CLI's tasks folder.
 PY_TASK = Path(__file__).resolve().parent / "py" / "record_payload.py"
+#: The kongtask twin of js/tasks/record_times.js, for the mixed-fleet test.
+PY_TIMES_TASK = Path(__file__).resolve().parent / "py" / "record_times.py"
 
 #: One folder per upstream version, each with the package.json that npm installs there.
 PACKAGES: dict[str, dict[str, Any]] = {
@@ -153,11 +155,18 @@ class NodeEnv:
         """``graphile-worker -c URL FLAGS`` from ``cwd`` (which holds ``tasks/``); fails on a non-zero exit."""
         return self._run(self._cli_args(version, url, flags), version, cwd, timeout)
 
-    def start_cli(self, version: str, url: str, *flags: str, cwd: Path) -> subprocess.Popen[str]:
-        """The same command, started in the background; the caller waits for it (with a timeout)."""
+    def start_cli(
+        self, version: str, url: str, *flags: str, cwd: Path, log: IO[bytes] | None = None
+    ) -> subprocess.Popen[str]:
+        """The same command, started in the background; the caller waits for it (with a timeout).
+
+        Its output goes to pipes, or with ``log`` to that file: a worker that logs every job would
+        fill a pipe nobody reads until it ends, and then block.
+        """
+        output: IO[bytes] | int = subprocess.PIPE if log is None else log
         return subprocess.Popen(
             self._cli_args(version, url, flags), cwd=cwd, env=self._env(version), text=True,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.PIPE if log is None else subprocess.STDOUT,
         )
 
     def script(
