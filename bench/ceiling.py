@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from kongtask.jobs import DEFAULT_JOB_EXPIRY
+from kongtask.jobs import UPSTREAM_JOB_EXPIRY
 from kongtask.queries import queries_for
 
 from .db import SCHEMA, count_jobs, insert_jobs
@@ -36,7 +36,7 @@ def _drain_loop(url: str, worker_id: str, ready: Event, go: Event) -> None:
         ready.set()
         go.wait()
         while True:
-            job = conn.execute(queries.get_job, (worker_id, TASK_NAMES, DEFAULT_JOB_EXPIRY), prepare=True).fetchone()
+            job = conn.execute(queries.get_job, (worker_id, TASK_NAMES, UPSTREAM_JOB_EXPIRY), prepare=True).fetchone()
             if job is None or job[0] is None:
                 return
             conn.execute(queries.complete_job, (worker_id, job[0]), prepare=True)

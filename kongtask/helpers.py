@@ -25,8 +25,11 @@ from .job import Job, JobOptions, Unpack
 class SharedResources:
     """What every job of one run shares: the pool, the schema and the event loop."""
 
-    def __init__(self, pool: AsyncConnectionPool, schema: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, schema: str, loop: asyncio.AbstractEventLoop, concurrency: int = 1
+    ) -> None:
         self.pool = pool
+        self.concurrency = concurrency
         self.schema = schema
         self.loop = loop
         self._sync_pool: ConnectionPool | None = None
@@ -37,7 +40,9 @@ class SharedResources:
         with self._sync_pool_lock:
             if self._sync_pool is None:
                 conninfo, kwargs = pool_conninfo(self.pool)
-                self._sync_pool = ConnectionPool(conninfo, kwargs=kwargs, min_size=0, max_size=4, open=True)
+                self._sync_pool = ConnectionPool(
+                    conninfo, kwargs=kwargs, min_size=0, max_size=max(1, self.concurrency), open=True
+                )
             return self._sync_pool
 
     def close_sync_pool(self) -> None:

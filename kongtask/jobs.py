@@ -13,14 +13,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 from psycopg.types.json import JsonLoader
 
 from .errors import PayloadError
 from .job import Job, JobOptions, Unpack
 from .queries import ADD_JOB_OPTIONS, queries_for
 
-#: Upstream's default: a queue locked longer than this is considered abandoned.
-DEFAULT_JOB_EXPIRY = timedelta(hours=4)
+#: Upstream's get_job default: a queue locked longer than this is taken as abandoned. The SQL API
+#: keeps it; kongtask's workers pass defaults.JOB_EXPIRY, which their heartbeats make safe.
+UPSTREAM_JOB_EXPIRY = timedelta(hours=4)
 
 _Statement = tuple[str, tuple[Any, ...]]
 
@@ -118,14 +120,25 @@ def job_or_none(row: tuple[Any, ...] | None) -> Job | None:
     return None if row is None or row[0] is None else Job(*row)
 
 
-async def fetch_job(conn: psycopg.AsyncConnection[Any], statement: _Statement) -> Job | None:
-    """Runs a statement that returns at most one jobs row; the hot path of every worker."""
-    cursor = await conn.execute(*statement)
+async def fetch_job(
+    conn: psycopg.AsyncConnection[Any], statement: _Statement, *, tolerant: bool = False
+) -> Job | None:
+    """Runs a statement that returns at most one jobs row; the hot path of every worker.
+
+    The cursor sets its own row factory (a caller's pool may use dict rows), and with ``tolerant``
+    its own JSON loader (see :class:`TolerantJsonLoader`), leaving the connection as it was.
+    """
+    cursor = conn.cursor(row_factory=tuple_row)
+    if tolerant:
+        cursor.adapters.register_loader("json", TolerantJsonLoader)
+    await cursor.execute(*statement)
     return job_or_none(await cursor.fetchone())
 
 
 def fetch_job_sync(conn: psycopg.Connection[Any], statement: _Statement) -> Job | None:
-    return job_or_none(conn.execute(*statement).fetchone())
+    cursor = conn.cursor(row_factory=tuple_row)
+    cursor.execute(*statement)
+    return job_or_none(cursor.fetchone())
 
 
 async def add_job(
@@ -142,7 +155,7 @@ async def get_job(
     schema: str,
     worker_id: str,
     task_names: list[str] | None = None,
-    job_expiry: timedelta = DEFAULT_JOB_EXPIRY,
+    job_expiry: timedelta = UPSTREAM_JOB_EXPIRY,
 ) -> Job | None:
     """Checks out the next runnable job for ``worker_id``, or ``None`` when there is none."""
     return await fetch_job(conn, get_job_statement(schema, worker_id, task_names, job_expiry))
@@ -176,7 +189,7 @@ def get_job_sync(
     schema: str,
     worker_id: str,
     task_names: list[str] | None = None,
-    job_expiry: timedelta = DEFAULT_JOB_EXPIRY,
+    job_expiry: timedelta = UPSTREAM_JOB_EXPIRY,
 ) -> Job | None:
     """The synchronous twin of :func:`get_job`."""
     return fetch_job_sync(conn, get_job_statement(schema, worker_id, task_names, job_expiry))

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import tuple_row
 
 from .errors import MigrationError
 from .queries import INSTALL_EXTENSIONS, MIGRATION_SCHEMA_TOKEN, queries_for
@@ -65,9 +66,11 @@ async def migrate_connection(conn: psycopg.AsyncConnection[Any], schema: str) ->
     migrations = load_migrations()
     newest_known = migrations[-1].number
     applied: list[int] = []
+    # Plain tuples whatever the connection's row factory (a caller's pool may use dict rows).
+    cursor = conn.cursor(row_factory=tuple_row)
     async with conn.transaction():
-        await conn.execute(queries.migration_lock, (f"kongtask-migrate:{schema}",))
-        cursor = await conn.execute(queries.migrations_table, (f"{queries.quoted_schema}.migrations",))
+        await cursor.execute(queries.migration_lock, (f"kongtask-migrate:{schema}",))
+        await cursor.execute(queries.migrations_table, (f"{queries.quoted_schema}.migrations",))
         table = await cursor.fetchone()
         if table is None or table[0] is None:
             log.info("installing the kongtask schema %s", schema)
@@ -76,7 +79,8 @@ async def migrate_connection(conn: psycopg.AsyncConnection[Any], schema: str) ->
             await conn.execute(queries.create_migrations_table)
             latest = 0
         else:
-            row = await (await conn.execute(queries.latest_migration)).fetchone()
+            await cursor.execute(queries.latest_migration)
+            row = await cursor.fetchone()
             latest = row[0] if row else 0
         if latest > newest_known:
             raise MigrationError(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Generator
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from . import _db
@@ -57,7 +58,7 @@ class Runner:
         self._heartbeat_interval = heartbeat_interval
         self._handle_signals = handle_signals
         self._loop = asyncio.get_running_loop()
-        self._resources = SharedResources(pool, config.schema, self._loop)
+        self._resources = SharedResources(pool, config.schema, self._loop, concurrency)
         self._outage = OutageLog(log)
         self._workers = [Worker(config, self._resources, self) for _ in range(concurrency)]
         self._idle: collections.OrderedDict[Worker, asyncio.Future[None]] = collections.OrderedDict()
@@ -66,15 +67,16 @@ class Runner:
         self._stop_task: asyncio.Task[None] | None = None
         self._signals_seen = 0
         self._crash: BaseException | None = None
+        if handle_signals:
+            # Before any worker starts: off the main thread this raises, and nothing is running yet.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
         self._worker_tasks = [asyncio.ensure_future(w.run(once=once)) for w in self._workers]
         for task in self._worker_tasks:
             task.add_done_callback(self._on_worker_done)
         self._listener = None if once else asyncio.ensure_future(self._listen())
         self._heartbeat = asyncio.ensure_future(self._beat())
         self._done = asyncio.ensure_future(self._supervise())
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._loop.add_signal_handler(sig, self._on_signal, sig)
 
     # --- what workers ask of the pool (worker.Coordinator) ----------------------------------------
 
@@ -134,7 +136,7 @@ class Runner:
         self._signals_seen += 1
         if self._signals_seen == 1:
             log.warning(
-                "%s received: finishing running jobs (up to %.0fs; send it again to stop now)",
+                "%s received: finishing running jobs (up to %gs; send it again to stop now)",
                 sig.name, self._shutdown_timeout,
             )
             self._begin_stop(sig.name)
@@ -151,7 +153,7 @@ class Runner:
     async def _graceful_stop(self, reason: str) -> None:
         _, pending = await asyncio.wait(self._worker_tasks, timeout=self._shutdown_timeout)
         if pending:
-            log.warning("shutdown timeout (%.0fs) passed with %d job(s) running", self._shutdown_timeout, len(pending))
+            log.warning("shutdown timeout (%gs) passed with %d job(s) running", self._shutdown_timeout, len(pending))
             self._force(reason)
 
     def _force(self, reason: str) -> None:
@@ -165,7 +167,13 @@ class Runner:
     def _on_worker_done(self, task: asyncio.Future[None]) -> None:
         # A worker only ends on its own through a bug: stop the others (their jobs finish or are
         # failed and retried) rather than run on quietly with fewer workers.
-        if task.cancelled() or task.exception() is None or self._crash is not None:
+        if task.cancelled():
+            # Cancelled from outside (kongtask never cancels its workers): stop the rest too.
+            if not self._stopping:
+                log.warning("a worker was cancelled; stopping the others")
+                self._begin_stop("cancellation")
+            return
+        if task.exception() is None or self._crash is not None:
             return
         self._crash = task.exception()
         log.error("a worker stopped on an unexpected error; stopping the others", exc_info=self._crash)
@@ -213,15 +221,29 @@ class Runner:
                 await asyncio.sleep(backoff.next())
 
     async def _beat(self) -> None:
-        """Refreshes ``locked_at`` of every queue a running job holds, one statement per beat."""
+        """Refreshes ``locked_at`` of the queue of every running job, one statement per beat.
+
+        On a connection of its own: tasks may hold every pooled connection, and a heartbeat that
+        waits for one lets a live job's lock expire.
+        """
         heartbeat = queries_for(self._config.schema).heartbeat
-        while True:
-            await asyncio.sleep(self._heartbeat_interval)
-            busy = [w.id for w in self._workers if w.current_job is not None]
-            if not busy:
-                continue
-            try:
-                async with self._pool.connection() as conn:
-                    await conn.execute(heartbeat, (busy,))
-            except CONNECTION_ERRORS as exc:
-                self._outage.failed(exc)
+        conninfo, kwargs = _db.pool_conninfo(self._pool)
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while True:
+                await asyncio.sleep(self._heartbeat_interval)
+                held = [(w.id, w.current_job.queue_name) for w in self._workers if w.current_job is not None]
+                if not held:
+                    continue
+                try:
+                    if conn is None or conn.closed:
+                        conn = await _db.connect(conninfo, **kwargs)
+                    await conn.execute(heartbeat, ([w for w, _ in held], [q for _, q in held]))
+                except (psycopg.Error, _db.ConnectionFailed) as exc:
+                    self._outage.failed(exc)
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+        finally:
+            if conn is not None:
+                await conn.close()

@@ -61,8 +61,13 @@ class Queries:
         )
 
         # Keeps the queues of running jobs fresh, so only a dead worker's lock ever expires.
+        # Only the exact (worker, queue) pairs of running jobs: a stray lock under a worker's id
+        # (a fetch whose reply was lost) must still expire.
         self.heartbeat = _render(
-            "update {schema}.job_queues set locked_at = now() where locked_by = any(%s::text[])", schema
+            "update {schema}.job_queues as q set locked_at = now()"
+            " from unnest(%s::text[], %s::text[]) as held(worker_id, queue_name)"
+            " where q.locked_by = held.worker_id and q.queue_name = held.queue_name",
+            schema,
         )
 
         # --- admin: plain SQL on the v0.1.0 tables, no schema of their own ---

@@ -13,12 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from . import _db, defaults
 from ._db import Backoff
 from .errors import ConfigurationError, ConnectionFailed
+from .jobs import TolerantJsonLoader
 from .migrations import migrate_connection
 from .pool import Runner
 from .tasks import Task, load_task_directory
@@ -57,6 +60,12 @@ def _resolve_tasks(task_directory: str | Path | None, task_list: Mapping[str, Ta
         if not callable(fn):
             raise ConfigurationError(f"task {name!r} is a {type(fn).__name__}, not a function")
     return tasks
+
+
+async def _configure_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    # Once per connection of a pool kongtask owns; on a caller's pool the worker sets this per
+    # statement instead, leaving the caller's connections as they were.
+    conn.adapters.register_loader("json", TolerantJsonLoader)
 
 
 async def _migrate_with_retry(conninfo: str, schema: str, *, retry: bool) -> None:
@@ -127,6 +136,7 @@ async def start(options: RunOptions, *, once: bool) -> Runner:
             max_size=options.concurrency + _EXTRA_POOL_CONNECTIONS,
             open=False,
             name="kongtask",
+            configure=_configure_connection,
         )
         await pool.open()
     else:
@@ -135,22 +145,28 @@ async def start(options: RunOptions, *, once: bool) -> Runner:
             await migrate_connection(conn, options.schema)
     config = WorkerConfig(
         tasks=tasks,
+        decode_per_statement=options.pool is not None,
         schema=options.schema,
         poll_interval=options.poll_interval,
         job_expiry=options.job_expiry,
         log_success=not os.environ.get("NO_LOG_SUCCESS"),
         task_timeout=options.task_timeout,
     )
-    return Runner(
-        config,
-        pool,
-        concurrency=options.concurrency,
-        once=once,
-        shutdown_timeout=options.shutdown_timeout,
-        heartbeat_interval=options.heartbeat_interval,
-        owns_pool=options.pool is None,
-        handle_signals=options.handle_signals,
-    )
+    try:
+        return Runner(
+            config,
+            pool,
+            concurrency=options.concurrency,
+            once=once,
+            shutdown_timeout=options.shutdown_timeout,
+            heartbeat_interval=options.heartbeat_interval,
+            owns_pool=options.pool is None,
+            handle_signals=options.handle_signals,
+        )
+    except BaseException:
+        if options.pool is None:
+            await pool.close()
+        raise
 
 
 async def run(

@@ -138,7 +138,7 @@ def _path(value: Any) -> Path:
     return Path(_text(value)).expanduser()
 
 
-def _timestamp(value: Any) -> datetime:
+def parse_timestamp(value: Any) -> datetime:
     """An ISO 8601 time; without an offset it is local time."""
     if isinstance(value, datetime):
         moment = value
@@ -264,7 +264,7 @@ class Settings:
         help="Queue name: jobs in one queue run one at a time, in order.",
     )
     run_at: datetime | None = option(
-        None, metavar="TIME", commands=(ADD_JOB,), parse=_timestamp, shown_default="now", passes_as="run_at",
+        None, metavar="TIME", commands=(ADD_JOB,), parse=parse_timestamp, shown_default="now", passes_as="run_at",
         help="When the job may run, in ISO 8601 (2030-01-31T09:00:00+00:00; without an offset, local time).",
     )
     max_attempts: int | None = option(

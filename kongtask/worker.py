@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import queue
 import secrets
 import threading
 import time
-import weakref
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -31,6 +32,10 @@ from .queries import queries_for
 from .tasks import Task, is_async_task, task_timeout
 
 log = logging.getLogger("kongtask.worker")
+
+#: How long a fetch or release waits for a pool connection before trying again; short, so a
+#: forced stop during an outage is not held up by the pool's own 30 s default.
+CHECKOUT_TIMEOUT_S = 5.0
 
 #: What a lost or unusable connection looks like to the worker: retried, never fatal.
 CONNECTION_ERRORS = (psycopg.OperationalError, PoolTimeout)
@@ -51,6 +56,8 @@ class WorkerConfig:
     job_expiry: timedelta
     log_success: bool
     task_timeout: float | None = None
+    #: Set up tolerant payload decoding on each fetch (a caller's pool) rather than per connection.
+    decode_per_statement: bool = False
     task_names: list[str] = field(init=False)
     async_tasks: frozenset[str] = field(init=False)
 
@@ -84,15 +91,6 @@ class TaskAborted(Exception):
 
 class TaskTimedOut(Exception):
     """The task ran past its timeout."""
-
-
-_tolerant_connections: weakref.WeakSet[psycopg.AsyncConnection[Any]] = weakref.WeakSet()
-
-
-def _decode_payloads_tolerantly(conn: psycopg.AsyncConnection[Any]) -> None:
-    if conn not in _tolerant_connections:
-        conn.adapters.register_loader("json", jobs.TolerantJsonLoader)
-        _tolerant_connections.add(conn)
 
 
 class _BaseExceptionInTask(Exception):
@@ -152,6 +150,18 @@ def _forget_cancellation() -> None:
         task.uncancel()
 
 
+def _failure_line(job: Job, message: str, duration_ms: float, error: BaseException) -> str:
+    """Upstream's line: the stack follows, indented, only when there is one."""
+    line = f"Failed task {job.id} ({job.task_identifier}) with error {message} ({duration_ms:.2f}ms)"
+    if isinstance(error, (TaskAborted, TaskTimedOut)) or error.__traceback__ is None:
+        return line
+    try:
+        stack = "".join(traceback.format_exception(type(error), error, error.__traceback__)).strip()
+    except Exception:  # noqa: BLE001 - a hostile exception must not stop the worker
+        return line
+    return line + ":\n  " + stack.replace("\n", "\n  ")
+
+
 def error_message(error: BaseException) -> str:
     """What ``last_error`` records: the message, else the class name; never empty, never NUL."""
     try:
@@ -181,6 +191,7 @@ class Worker:
         self._abortable = False
         self._task: asyncio.Task[Any] | None = None
         self._abort_reason: str | None = None
+        self._cancelled = False  # this worker's own task was cancelled from outside
         # get_job's arguments never change for a worker: encoded once, sent as text every fetch.
         self._fetch_params = (
             self.id, jobs.text_array_literal(config.task_names), f"{config.job_expiry.total_seconds()} seconds"
@@ -190,17 +201,24 @@ class Worker:
         self._task = asyncio.current_task()
         job: Job | None = None
         try:
-            while not self._coordinator.stopping:
+            while True:
                 if job is None:
-                    job = await self._fetch()
-                if job is None:
-                    if once or self._coordinator.stopping:
+                    if self._coordinator.stopping:
                         return
-                    await self._coordinator.idle(self)
-                    continue
+                    job = await self._fetch()
+                    if job is None:
+                        if once or self._coordinator.stopping:
+                            return
+                        await self._coordinator.idle(self)
+                        continue
+                # A job in hand always runs (or, after a forced stop, fails at once): a stop that
+                # lands while the next job is being checked out must not strand it.
                 self._coordinator.found_job()
                 release = await self._perform(job)
-                job = await self._release(release, fetch_next=not self._coordinator.stopping)
+                fetch_next = not (self._coordinator.stopping or self._cancelled)
+                job = await self._release(release, fetch_next=fetch_next)
+                if self._cancelled:
+                    raise asyncio.CancelledError()
         finally:
             if self._thread is not None:
                 self._thread.retire()
@@ -220,9 +238,8 @@ class Worker:
         backoff = Backoff()
         while True:
             try:
-                async with self._resources.pool.connection() as conn:
-                    _decode_payloads_tolerantly(conn)
-                    job = await jobs.fetch_job(conn, statement)
+                async with self._resources.pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
+                    job = await jobs.fetch_job(conn, statement, tolerant=self._config.decode_per_statement)
                 self._coordinator.outage.recovered()
                 return job
             except CONNECTION_ERRORS as exc:
@@ -240,7 +257,10 @@ class Worker:
         error: BaseException | None = None
         timeout = task_timeout(self._config.tasks[job.task_identifier], self._config.task_timeout)
         try:
-            if timeout is None:
+            if self._abort_reason is not None:
+                # Checked out while a forced stop was under way: give it back for a retry.
+                error = TaskAborted(self._abort_reason)
+            elif timeout is None:
                 # Awaited in place, with no task of its own: abort() cancels this worker's task
                 # while (and only while) it waits here.
                 self._abortable = True
@@ -254,11 +274,8 @@ class Worker:
         except asyncio.TimeoutError:
             error = TaskTimedOut(f"Task timed out after {timeout:g}s")
             self._abandon_thread(job)
-        except asyncio.CancelledError:
-            if self._abort_reason is None:
-                raise
-            _forget_cancellation()
-            error = TaskAborted(self._abort_reason)
+        except asyncio.CancelledError as exc:
+            error = self._explain_cancellation(exc, in_place=timeout is None)
             self._abandon_thread(job)
         except _BaseExceptionInTask as exc:
             error = exc.original
@@ -266,20 +283,31 @@ class Worker:
             error = exc
         finally:
             self._running = None
+            self.current_job = None
         duration_ms = (time.perf_counter() - start) * 1000
-        self.current_job = None
         queries = queries_for(self._config.schema)
         if error is None:
             if self._config.log_success:
                 log.info("Completed task %s (%s) with success (%.2fms)", job.id, job.task_identifier, duration_ms)
             return _Release(queries.complete_job_quietly, queries.complete_job_and_get_job, (self.id, job.id))
         message = error_message(error)
-        log.error(
-            "Failed task %s (%s) with error %s (%.2fms):",
-            job.id, job.task_identifier, message, duration_ms,
-            exc_info=None if isinstance(error, (TaskAborted, TaskTimedOut)) else error,
-        )
+        log.error(_failure_line(job, message, duration_ms, error))
         return _Release(queries.fail_job_quietly, queries.fail_job_and_get_job, (self.id, job.id, message))
+
+    def _explain_cancellation(self, exc: asyncio.CancelledError, *, in_place: bool) -> BaseException:
+        """Why the task's await ended in CancelledError: our abort, our own task being cancelled
+        from outside (the job is failed, then the worker stops), or the task's own doing."""
+        if self._abort_reason is not None:
+            if in_place:
+                _forget_cancellation()  # abort() cancelled this worker's task; handled here
+            return TaskAborted(self._abort_reason)
+        task = asyncio.current_task()
+        cancelling = getattr(task, "cancelling", None)
+        # Python 3.10 cannot tell a task's own CancelledError from ours: take it as ours.
+        if cancelling is None or cancelling() > 0:
+            self._cancelled = True
+            return TaskAborted("Worker cancelled before the task finished")
+        return exc
 
     async def _invoke(self, job: Job) -> Any:
         task = self._config.tasks[job.task_identifier]
@@ -291,7 +319,11 @@ class Worker:
             if self._thread is None:
                 self._thread = _TaskThread(f"kongtask-{self.id}")
             future = self._thread.submit(task, job.payload, SyncHelpers(job, self._resources))
-            return await asyncio.wrap_future(future)
+            result = await asyncio.wrap_future(future)
+            if inspect.isawaitable(result):
+                # A plain def that returns a coroutine (a decorated async function, say).
+                result = await result
+            return result
         except (KeyboardInterrupt, SystemExit) as exc:
             raise _BaseExceptionInTask(exc) from exc
 
@@ -308,9 +340,9 @@ class Worker:
         statement. Should that fail, the release is retried on its own."""
         if fetch_next:
             try:
-                async with self._resources.pool.connection() as conn:
-                    _decode_payloads_tolerantly(conn)
-                    job = await jobs.fetch_job(conn, (release.and_fetch, release.params + self._fetch_params))
+                async with self._resources.pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
+                    statement = release.and_fetch, release.params + self._fetch_params
+                    job = await jobs.fetch_job(conn, statement, tolerant=self._config.decode_per_statement)
                 self._coordinator.outage.recovered()
                 return job
             except CONNECTION_ERRORS as exc:
@@ -323,7 +355,7 @@ class Worker:
         backoff = Backoff(ceiling=2.0)
         while True:
             try:
-                async with self._resources.pool.connection() as conn:
+                async with self._resources.pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
                     await conn.execute(query, params)
                 self._coordinator.outage.recovered()
                 return

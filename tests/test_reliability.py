@@ -196,3 +196,59 @@ def test_hostile_schema_name_works_end_to_end(db_url: str) -> None:
 
     asyncio.run(scenario())
     assert seen == [{"ok": 1}, {"ok": 2}]
+
+
+def test_heartbeat_refreshes_only_the_queues_of_running_jobs(migrated_url: str) -> None:
+    async def scenario() -> None:
+        gate = asyncio.Event()
+
+        async def long(payload: Any, helpers: Any) -> None:
+            await gate.wait()
+
+        runner = await kongtask.run(
+            task_list={"long": long}, connection_string=migrated_url, heartbeat_interval=0.2,
+            job_expiry=timedelta(seconds=1),
+        )
+        try:
+            [worker_id] = runner.worker_ids
+            # A stray lock under this worker's id, as a fetch whose reply was lost would leave.
+            with psycopg.connect(migrated_url, autocommit=True) as conn:
+                conn.execute("select graphile_worker.add_job('other', queue_name => 'stray')")
+                conn.execute(
+                    "update graphile_worker.job_queues set locked_by = %s, locked_at = now() - interval '1 hour'"
+                    " where queue_name = 'stray'",
+                    (worker_id,),
+                )
+            await kongtask.add_job("long", connection_string=migrated_url, queue_name="running")
+            await wait_until_async(
+                lambda: _rows(migrated_url, "select 1 from graphile_worker.job_queues where queue_name = 'running'"
+                                            " and locked_at > now() - interval '0.5 seconds' and locked_by is not null"),
+                what="the running job's queue to be refreshed",
+            )
+            stray = _rows(migrated_url, "select locked_at < now() - interval '50 minutes'"
+                                        " from graphile_worker.job_queues where queue_name = 'stray'")
+            assert stray == [(True,)], "the stray lock must be left to expire"
+        finally:
+            gate.set()
+            await runner.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_callers_pool_with_dict_rows_works(migrated_url: str) -> None:
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    seen: list[Any] = []
+
+    async def scenario() -> None:
+        kwargs = {"autocommit": True, "row_factory": dict_row}
+        async with AsyncConnectionPool(migrated_url, kwargs=kwargs, min_size=1, max_size=4) as pool:
+            job = await kongtask.add_job("t", {"dict": True}, pool=pool)
+            assert job.payload == {"dict": True}
+            await kongtask.run_once(task_list={"t": lambda p, h: seen.append(p)}, pool=pool)
+            async with pool.connection() as conn:  # the caller's connections keep their row factory
+                assert await (await conn.execute("select 1 as one")).fetchone() == {"one": 1}
+
+    asyncio.run(scenario())
+    assert seen == [{"dict": True}]

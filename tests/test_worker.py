@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from pathlib import Path
@@ -185,7 +186,12 @@ def test_log_lines_follow_the_contract_and_no_log_success_silences_successes(
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("Completed task ") and "(ok) with success (" in m and m.endswith("ms)") for m in messages)
     failed = [r for r in caplog.records if r.getMessage().startswith("Failed task ")]
-    assert len(failed) == 1 and "(bad) with error nope (" in failed[0].getMessage() and failed[0].exc_info
+    assert len(failed) == 1
+    first_line, _, stack = failed[0].getMessage().partition(":\n  ")
+    assert "(bad) with error nope (" in first_line and first_line.endswith("ms)")
+    # Upstream's shape: the stack follows the line, indented by two spaces.
+    assert stack.startswith("Traceback") and stack.rstrip().endswith("ValueError: nope")
+    assert all(line.startswith("  ") for line in failed[0].getMessage().splitlines()[1:])
     task_record = next(r for r in caplog.records if r.getMessage() == "working on 7")
     assert task_record.name == "kongtask.task.ok" and isinstance(task_record.job_id, int)  # type: ignore[attr-defined]
 
@@ -393,3 +399,68 @@ def test_add_job_sync_works_without_an_event_loop(migrated_url: str) -> None:
     assert _rows(migrated_url, "select task_identifier from graphile_worker.jobs where task_identifier <> 't'") == [
         ("committed",)
     ]
+
+
+def test_stop_during_a_busy_drain_strands_no_job(migrated_url: str) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("select graphile_worker.add_job('job', json_build_object('i', i)) from generate_series(1, 2000) i")
+    ran: list[int] = []
+
+    async def job(payload: Any, helpers: Any) -> None:
+        ran.append(payload["i"])
+
+    async def scenario() -> None:
+        runner = await kongtask.run(task_list={"job": job}, connection_string=migrated_url, concurrency=4)
+        await wait_until_async(lambda: len(ran) >= 200, timeout=30, what="the drain to get going")
+        await runner.stop()
+
+    for _ in range(3):
+        asyncio.run(scenario())
+        # Whatever a worker had checked out when the stop landed, it ran and released.
+        assert _rows(migrated_url, "select count(*) from graphile_worker.jobs where attempts > 0") == [(0,)]
+        assert _rows(migrated_url, "select count(*) from graphile_worker.job_queues where locked_by is not null") == [(0,)]
+    assert len(ran) == len(set(ran))
+
+
+def test_task_raising_cancelled_error_fails_only_its_job(migrated_url: str) -> None:
+    ran: list[str] = []
+
+    async def cancels(payload: Any, helpers: Any) -> None:
+        raise asyncio.CancelledError()
+
+    async def fine(payload: Any, helpers: Any) -> None:
+        ran.append("fine")
+
+    async def scenario() -> None:
+        await _add(migrated_url, "cancels")
+        await _add(migrated_url, "fine")
+        await kongtask.run_once(task_list={"cancels": cancels, "fine": fine}, connection_string=migrated_url)
+
+    if sys.version_info >= (3, 11):
+        asyncio.run(scenario())
+        assert ran == ["fine"]
+        expected = "CancelledError"
+    else:  # Python 3.10 cannot tell it from the worker being cancelled: the pool stops
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(scenario())
+        expected = "Worker cancelled before the task finished"
+    assert _rows(migrated_url, "select task_identifier, attempts, last_error from graphile_worker.jobs "
+                               "where task_identifier = 'cancels'") == [("cancels", 1, expected)]
+    assert _rows(migrated_url, "select count(*) from graphile_worker.job_queues where locked_by is not null") == [(0,)]
+
+
+def test_plain_def_returning_a_coroutine_is_awaited(migrated_url: str) -> None:
+    ran: list[Any] = []
+
+    async def body(payload: Any) -> None:
+        ran.append(payload)
+
+    def wrapped(payload: Any, helpers: Any) -> Any:
+        return body(payload)
+
+    async def scenario() -> None:
+        await _add(migrated_url, "wrapped", {"w": 1})
+        await kongtask.run_once(task_list={"wrapped": wrapped}, connection_string=migrated_url)
+
+    asyncio.run(scenario())
+    assert ran == [{"w": 1}]
