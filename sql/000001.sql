@@ -109,40 +109,50 @@ declare
   v_job_id bigint;
   v_queue text;
   v_job :KONGTASK_SCHEMA.jobs;
+  v_tries int := 0;
 begin
   if worker_id is null or length(worker_id) < 10 then
     raise exception 'invalid worker id';
   end if;
 
-  -- The queue row is the lock: skipping locked queue rows lets many workers fetch at once
-  -- while jobs that share a queue still run one at a time.
-  -- The job row is locked too (upstream locks only the queue): a job completed by another worker
-  -- after this statement's snapshot is then skipped rather than chosen, which would lock its
-  -- queue with no job running until job_expiry passed.
-  select j.id, j.queue_name into v_job_id, v_queue
-    from :KONGTASK_SCHEMA.jobs as j
-    inner join :KONGTASK_SCHEMA.job_queues as q on q.queue_name = j.queue_name
-    where (q.locked_at is null or q.locked_at < now() - job_expiry)
-      and j.run_at <= now()
-      and j.attempts < j.max_attempts
-      and (task_identifiers is null or j.task_identifier = any(task_identifiers))
-    order by j.priority asc, j.run_at asc, j.id asc
-    limit 1
-    for update of q, j skip locked;
+  loop
+    -- The queue row is the lock: skipping locked queue rows lets many workers fetch at once
+    -- while jobs that share a queue still run one at a time.
+    select j.id, j.queue_name into v_job_id, v_queue
+      from :KONGTASK_SCHEMA.jobs as j
+      inner join :KONGTASK_SCHEMA.job_queues as q on q.queue_name = j.queue_name
+      where (q.locked_at is null or q.locked_at < now() - job_expiry)
+        and j.run_at <= now()
+        and j.attempts < j.max_attempts
+        and (task_identifiers is null or j.task_identifier = any(task_identifiers))
+      order by j.priority asc, j.run_at asc, j.id asc
+      limit 1
+      for update of q skip locked;
 
-  if v_job_id is null then
-    return null;
-  end if;
+    if v_job_id is null then
+      return null;
+    end if;
 
-  update :KONGTASK_SCHEMA.job_queues as q
-    set locked_by = worker_id, locked_at = now()
-    where q.queue_name = v_queue;
+    update :KONGTASK_SCHEMA.jobs as j
+      set attempts = j.attempts + 1
+      where j.id = v_job_id
+      returning * into v_job;
 
-  update :KONGTASK_SCHEMA.jobs as j
-    set attempts = j.attempts + 1
-    where j.id = v_job_id
-    returning * into v_job;
-  return v_job;
+    if found then
+      update :KONGTASK_SCHEMA.job_queues as q
+        set locked_by = worker_id, locked_at = now()
+        where q.queue_name = v_queue;
+      return v_job;
+    end if;
+
+    -- The chosen job is gone: another worker completed it after this statement's snapshot was
+    -- taken. Upstream locks its queue anyway and returns nothing, stranding the queue's other
+    -- jobs until job_expiry; choose again instead, with a fresh snapshot.
+    v_tries := v_tries + 1;
+    if v_tries >= 10 then
+      return null;
+    end if;
+  end loop;
 end;
 $$ language plpgsql;
 

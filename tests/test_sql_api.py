@@ -12,6 +12,7 @@ import pytest
 
 from kongtask import jobs
 from kongtask.errors import PayloadError
+from tests.support import wait_until
 
 S = "graphile_worker"
 WORKER = "worker-test-0000001"
@@ -303,3 +304,34 @@ def test_task_names_with_quotes_backslashes_and_commas_reach_get_job_intact(migr
     with _connect(migrated_url) as conn:
         decoded = conn.execute("select %s::text[]", (jobs.text_array_literal(names),)).fetchone()
     assert decoded == (names,)
+
+
+def test_a_locked_job_row_delays_its_queue_rather_than_letting_the_next_job_overtake(migrated_url: str) -> None:
+    with _connect(migrated_url) as conn:
+        first = jobs.add_job_sync(conn, S, "t", queue_name="ordered")
+        jobs.add_job_sync(conn, S, "t", queue_name="ordered")
+    got: list[int | None] = []
+    with psycopg.connect(migrated_url) as holder:
+        # Someone holds the first job's row (an admin update in a transaction, say).
+        holder.execute("select 1 from graphile_worker.jobs where id = %s for update", (first.id,))
+        fetcher_pid: list[int] = []
+
+        def fetch() -> None:
+            with _connect(migrated_url) as conn:
+                fetcher_pid.append(conn.info.backend_pid)
+                job = jobs.get_job_sync(conn, S, WORKER)
+                got.append(job.id if job else None)
+
+        thread = threading.Thread(target=fetch)
+        thread.start()
+        with _connect(migrated_url) as watcher:
+            wait_until(
+                lambda: fetcher_pid and watcher.execute(
+                    "select wait_event_type from pg_stat_activity where pid = %s", (fetcher_pid[0],)
+                ).fetchone() == ("Lock",),
+                what="get_job to wait for the held job row",
+            )
+        assert got == []
+        holder.commit()
+        thread.join(timeout=30)
+    assert got == [first.id]
