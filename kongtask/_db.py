@@ -6,8 +6,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
@@ -102,6 +102,20 @@ def pool_conninfo(pool: Any) -> tuple[str, dict[str, Any]]:
     return conninfo, kwargs
 
 
+def conninfo_or_environment(connection_string: str | None) -> str:
+    """``connection_string``, else ``DATABASE_URL``, else a clear error."""
+    conninfo = connection_string or os.environ.get("DATABASE_URL")
+    if not conninfo:
+        raise ConfigurationError("no database given: pass connection_string= or pool=, or set DATABASE_URL")
+    return conninfo
+
+
+def _check_one_target(connection_string: str | None, pool: Any, connection: Any) -> None:
+    given = [n for n, v in (("connection_string", connection_string), ("pool", pool), ("connection", connection)) if v is not None]
+    if len(given) > 1:
+        raise ConfigurationError(f"give one of connection_string, pool or connection, not {' and '.join(given)}")
+
+
 @asynccontextmanager
 async def borrow(
     connection_string: str | None = None,
@@ -112,19 +126,32 @@ async def borrow(
 
     A new one goes to ``connection_string``, else ``DATABASE_URL``, and is closed afterwards.
     """
-    given = [n for n, v in (("connection_string", connection_string), ("pool", pool), ("connection", connection)) if v is not None]
-    if len(given) > 1:
-        raise ConfigurationError(f"give one of connection_string, pool or connection, not {' and '.join(given)}")
+    _check_one_target(connection_string, pool, connection)
     if connection is not None:
         yield connection
     elif pool is not None:
         async with pool.connection() as conn:
             yield conn
     else:
-        conninfo = connection_string or os.environ.get("DATABASE_URL")
-        if not conninfo:
-            raise ConfigurationError("no database given: pass connection_string= or pool=, or set DATABASE_URL")
-        async with await connect(conninfo) as conn:
+        async with await connect(conninfo_or_environment(connection_string)) as conn:
+            yield conn
+
+
+@contextmanager
+def borrow_sync(
+    connection_string: str | None = None,
+    pool: Any = None,
+    connection: psycopg.Connection[Any] | None = None,
+) -> Iterator[psycopg.Connection[Any]]:
+    """The blocking twin of :func:`borrow`."""
+    _check_one_target(connection_string, pool, connection)
+    if connection is not None:
+        yield connection
+    elif pool is not None:
+        with pool.connection() as conn:
+            yield conn
+    else:
+        with connect_sync(conninfo_or_environment(connection_string)) as conn:
             yield conn
 
 

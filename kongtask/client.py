@@ -9,10 +9,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import _db, jobs
-from .errors import ConfigurationError
 from .job import Job
 from .queries import DEFAULT_SCHEMA
-from .runner import resolve_connection_string
 
 
 async def add_job(
@@ -59,17 +57,7 @@ def add_job_sync(
     statement = jobs.add_job_statement(
         schema, identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts
     )
-    if sum(target is not None for target in (connection_string, pool, connection)) > 1:
-        raise ConfigurationError("give one of connection_string, pool or connection")
-    if connection is not None:
-        job = jobs.fetch_job_sync(connection, statement)
-    elif pool is not None:
-        with pool.connection() as conn:
-            job = jobs.fetch_job_sync(conn, statement)
-    else:
-        conninfo = resolve_connection_string(None, connection_string)
-        assert conninfo is not None
-        with _db.connect_sync(conninfo) as conn:
-            job = jobs.fetch_job_sync(conn, statement)
+    with _db.borrow_sync(connection_string, pool, connection) as conn:
+        job = jobs.fetch_job_sync(conn, statement)
     assert job is not None
     return job

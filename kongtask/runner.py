@@ -39,12 +39,7 @@ def resolve_connection_string(pool: AsyncConnectionPool | None, connection_strin
         raise ConfigurationError("give either a pool or a connection string, not both")
     if pool is not None:
         return None
-    resolved = connection_string or os.environ.get("DATABASE_URL")
-    if not resolved:
-        raise ConfigurationError(
-            "no database given: pass connection_string= or pool=, or set DATABASE_URL"
-        )
-    return resolved
+    return _db.conninfo_or_environment(connection_string)
 
 
 def _resolve_tasks(task_directory: str | Path | None, task_list: Mapping[str, Task] | None) -> dict[str, Task]:
@@ -240,10 +235,6 @@ async def migrate(
     schema: str = defaults.SCHEMA,
 ) -> list[int]:
     """Brings the database to the newest schema; returns the numbers of the migrations applied."""
-    conninfo = resolve_connection_string(pool, connection_string)
-    if pool is not None:
-        async with pool.connection() as conn:
-            return await migrate_connection(conn, schema)
-    assert conninfo is not None
-    async with await _db.connect(conninfo) as conn:
+    resolve_connection_string(pool, connection_string)
+    async with _db.borrow(connection_string, pool) as conn:
         return await migrate_connection(conn, schema)
