@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import textwrap
 import time
 from pathlib import Path
 

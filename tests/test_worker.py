@@ -16,7 +16,7 @@ import pytest
 import kongtask
 from kongtask.errors import TaskLoadError
 from kongtask.tasks import load_task_directory
-from tests.support import wait_until, wait_until_async
+from tests.support import wait_until_async
 
 
 def _rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
