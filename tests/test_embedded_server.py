@@ -58,3 +58,26 @@ def test_a_folder_the_server_user_cannot_reach_is_refused_not_loosened() -> None
         assert parent.stat().st_mode == before
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_the_server_runs_from_a_private_copy_when_the_wheel_is_out_of_its_users_reach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the server to another user, and so needs a copy it can reach")
+    from kongtask import _embedded
+
+    reachable = _embedded._reachable_by_others
+    # As when the virtualenv sits in a folder only root may enter (a 0700 temporary folder, /root).
+    monkeypatch.setattr(_embedded, "_reachable_by_others", lambda p: reachable(p) and "pginstall" not in str(p))
+    parent = private_temporary_home("kongtask-copy-")
+    parent.chmod(0o711)
+    server = EmbeddedServer(parent / "pg")
+    try:
+        url = server.start()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        assert str(server._bin).startswith(str(parent))
+    finally:
+        server.stop()
+        shutil.rmtree(parent, ignore_errors=True)
