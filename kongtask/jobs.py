@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
+from psycopg import adapters, pq
+from psycopg.abc import AdaptContext, Buffer
+from psycopg.adapt import AdaptersMap, Loader
 from psycopg.rows import tuple_row
 from psycopg.types.json import JsonLoader
 
@@ -46,6 +49,43 @@ class TolerantJsonLoader(JsonLoader):
             return super().load(data)
         except (RecursionError, ValueError) as exc:
             return UndecodablePayload(f"{type(exc).__name__}: {exc}")
+
+
+#: What a timestamp that Python cannot hold becomes: ``-infinity`` and dates before year 1 (BC)
+#: load as the earliest datetime, ``infinity`` and dates after year 9999 as the latest.
+DISTANT_PAST = datetime.min.replace(tzinfo=timezone.utc)
+DISTANT_FUTURE = datetime.max.replace(tzinfo=timezone.utc)
+
+_TIMESTAMPTZ_OID = adapters.types["timestamptz"].oid
+# The fast loader psycopg registers; it cannot be subclassed (a C type), so it is wrapped.
+_StrictTimestamptzLoader = adapters.get_loader(_TIMESTAMPTZ_OID, pq.Format.TEXT)
+
+
+class TolerantTimestamptzLoader(Loader):
+    """Decodes timestamptz columns; a value Python cannot represent is clamped, not an error.
+
+    PostgreSQL holds ``-infinity``, ``infinity``, BC dates and years past 9999; datetime does not.
+    One such job (added from SQL, say) must run or fail on its own rather than stop the worker that
+    fetched it, so it loads as :data:`DISTANT_PAST` or :data:`DISTANT_FUTURE`.
+    """
+
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        assert _StrictTimestamptzLoader is not None
+        self._strict = _StrictTimestamptzLoader(oid, context)
+
+    def load(self, data: Buffer) -> datetime:
+        try:
+            return self._strict.load(data)  # type: ignore[no-any-return]
+        except psycopg.DataError:
+            text = bytes(data)
+            return DISTANT_PAST if text.startswith(b"-") or text.endswith(b" BC") else DISTANT_FUTURE
+
+
+def register_tolerant_loaders(target: AdaptersMap) -> None:
+    """Makes the job columns that PostgreSQL may hold but Python cannot decode load anyway."""
+    target.register_loader("json", TolerantJsonLoader)
+    target.register_loader("timestamptz", TolerantTimestamptzLoader)
 
 
 def encode_payload(payload: Any) -> str:
@@ -126,11 +166,11 @@ async def fetch_job(
     """Runs a statement that returns at most one jobs row; the hot path of every worker.
 
     The cursor sets its own row factory (a caller's pool may use dict rows), and with ``tolerant``
-    its own JSON loader (see :class:`TolerantJsonLoader`), leaving the connection as it was.
+    its own loaders (see :func:`register_tolerant_loaders`), leaving the connection as it was.
     """
     cursor = conn.cursor(row_factory=tuple_row)
     if tolerant:
-        cursor.adapters.register_loader("json", TolerantJsonLoader)
+        register_tolerant_loaders(cursor.adapters)
     await cursor.execute(*statement)
     return job_or_none(await cursor.fetchone())
 

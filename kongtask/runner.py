@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from . import _db, defaults
 from ._db import Backoff
 from .errors import ConfigurationError, ConnectionFailed
-from .jobs import TolerantJsonLoader
+from .jobs import register_tolerant_loaders
 from .migrations import migrate_connection
 from .pool import Runner
 from .tasks import Task, load_task_directory
@@ -60,7 +60,7 @@ def _resolve_tasks(task_directory: str | Path | None, task_list: Mapping[str, Ta
 async def _configure_connection(conn: psycopg.AsyncConnection[Any]) -> None:
     # Once per connection of a pool kongtask owns; on a caller's pool the worker sets this per
     # statement instead, leaving the caller's connections as they were.
-    conn.adapters.register_loader("json", TolerantJsonLoader)
+    register_tolerant_loaders(conn.adapters)
 
 
 async def _migrate_with_retry(conninfo: str, schema: str, *, retry: bool) -> None:
