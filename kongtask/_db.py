@@ -11,7 +11,9 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from psycopg import conninfo as _conninfo
+from psycopg_pool import PoolTimeout
 
 from .errors import ConfigurationError, ConnectionFailed
 
@@ -58,17 +60,40 @@ def describe_target(conninfo: str) -> str:
     return f"{host}:{port}/{dbname}"
 
 
+#: What a server says at connect time when it means "not now" rather than "never": it is starting,
+#: shutting down or recovering, or has no connection slot free. Worth waiting for, like silence.
+_TRANSIENT_REFUSALS = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "too many clients already",
+    "remaining connection slots are reserved",
+    "too many connections for",
+    "terminating connection due to administrator command",
+)
+
+
+def refusal_is_transient(text: str) -> bool:
+    """Whether a failed connection attempt, by its message, may succeed if tried again later.
+
+    Silence (refused, no socket, timeout) and the replies in :data:`_TRANSIENT_REFUSALS` may end by
+    themselves; any other server reply (a wrong password, user or database) and a host name that
+    does not resolve will not.
+    """
+    if any(reply in text for reply in _TRANSIENT_REFUSALS):
+        return True
+    return not ("FATAL:" in text or "failed to resolve host" in text or "could not translate host" in text)
+
+
 def connection_failed(conninfo: str, exc: BaseException) -> ConnectionFailed:
     """The one-line error for a connection that could not be opened."""
     reason = mask_password(_first_line(exc)) or type(exc).__name__
-    text = str(exc)
-    # The server answering FATAL (bad password, user or database) or a host name that does not
-    # resolve will not fix itself; silence (refused, no socket, timeout) may be a server starting.
-    refused_by_server = "FATAL:" in text or "failed to resolve host" in text or "could not translate host" in text
     return ConnectionFailed(
         f"cannot connect to PostgreSQL at {describe_target(conninfo)}: {reason} "
         "(check DATABASE_URL or --connection, and that the server is running)",
-        transient=not refused_by_server,
+        transient=refusal_is_transient(str(exc)),
     )
 
 
@@ -160,19 +185,56 @@ def _first_line(exc: BaseException) -> str:
     return "; ".join(lines[:2]) if lines else ""
 
 
-class OutageLog:
-    """Logs a lost database once, and its recovery once, however many callers notice them."""
+def describe_trouble(exc: BaseException, pool_size: int | None = None) -> tuple[str, str]:
+    """What went wrong with a statement the worker retries: ``(kind, one line for the log)``.
 
-    def __init__(self, logger: logging.Logger) -> None:
+    Only ``"outage"`` means the server is out of reach; the others are the database answering, or
+    kongtask's own pool running dry, and each says what a user can change.
+    """
+    if isinstance(exc, PoolTimeout):
+        held = f"all {pool_size} pooled connections" if pool_size else "every pooled connection"
+        return "pool", (
+            f"{held} stayed busy, so kongtask waited in vain for one: tasks are holding them "
+            "(helpers.with_pg_client, long helpers.query calls); kongtask keeps retrying. Hold "
+            "connections for shorter in tasks, or give such tasks a pool of their own"
+        )
+    if isinstance(exc, psycopg.errors.DeadlockDetected):
+        return "deadlock", f"PostgreSQL reported a deadlock ({mask_password(_first_line(exc))}); retrying"
+    if isinstance(exc, psycopg.errors.SerializationFailure):
+        return "conflict", f"a serialization conflict ({mask_password(_first_line(exc))}); retrying"
+    if isinstance(exc, (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)):
+        return "timeout", (
+            f"a statement was cancelled ({mask_password(_first_line(exc))}); retrying. If the database "
+            "or kongtask's role sets a low statement_timeout or lock_timeout, raise it for kongtask"
+        )
+    return "outage", f"lost the connection to PostgreSQL ({mask_password(_first_line(exc))}); retrying with backoff"
+
+
+class OutageLog:
+    """Logs database trouble without flooding: an outage once (and its end once), however many
+    callers notice it; other trouble (a busy pool, deadlocks, timeouts) at most once a minute each."""
+
+    #: Seconds between two lines about the same kind of trouble, outages aside.
+    REPEAT_AFTER_S = 60.0
+
+    def __init__(self, logger: logging.Logger, pool_size: int | None = None) -> None:
         self._logger = logger
+        self._pool_size = pool_size
         self._since: float | None = None
+        self._last_said: dict[str, float] = {}
 
     def failed(self, exc: BaseException) -> None:
-        if self._since is None:
-            self._since = time.monotonic()
-            self._logger.warning(
-                "lost the connection to PostgreSQL (%s); retrying with backoff", mask_password(_first_line(exc))
-            )
+        kind, line = describe_trouble(exc, self._pool_size)
+        now = time.monotonic()
+        if kind == "outage":
+            if self._since is None:
+                self._since = now
+                self._logger.warning(line)
+            return
+        last = self._last_said.get(kind)
+        if last is None or now - last >= self.REPEAT_AFTER_S:
+            self._last_said[kind] = now
+            self._logger.warning(line)
 
     def recovered(self) -> None:
         if self._since is not None:
