@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -82,13 +82,37 @@ class _HelpersBase:
         return self._logger
 
 
+T = TypeVar("T")
+
+
+async def _on_a_live_connection(pool: AsyncConnectionPool, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+    """Runs ``work`` on a pooled connection, once more on another if the first turns out dead.
+
+    After a server restart the pool still holds the connections that died with it; a task's query
+    must not fail for that (the job would be retried anyway, so trying once more adds no new risk
+    of running a statement twice).
+    """
+    used: psycopg.AsyncConnection[Any] | None = None
+    try:
+        async with pool.connection() as used:
+            return await work(used)
+    except psycopg.OperationalError:
+        if used is None or not used.broken:
+            raise
+    await pool.check()  # drop the idle connections that died with it
+    async with pool.connection() as conn:
+        return await work(conn)
+
+
 class Helpers(_HelpersBase):
     """Helpers for ``async def`` tasks."""
 
     async def add_job(self, identifier: str, payload: Any = None, **options: Unpack[JobOptions]) -> Job:
         """Adds a job, with the same options as :func:`kongtask.add_job`."""
-        async with self._resources.pool.connection() as conn:
-            return await jobs.add_job(conn, self._resources.schema, identifier, payload, **options)
+        schema = self._resources.schema
+        return await _on_a_live_connection(
+            self._resources.pool, lambda conn: jobs.add_job(conn, schema, identifier, payload, **options)
+        )
 
     @contextlib.asynccontextmanager
     async def with_pg_client(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -98,9 +122,12 @@ class Helpers(_HelpersBase):
 
     async def query(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
         """Runs one statement on the worker's pool; returns its rows (``[]`` when it has none)."""
-        async with self._resources.pool.connection() as conn:
+
+        async def run(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
             cursor = await conn.execute(query, params)
             return await cursor.fetchall() if cursor.description else []
+
+        return await _on_a_live_connection(self._resources.pool, run)
 
 
 class SyncHelpers(_HelpersBase):
