@@ -11,18 +11,28 @@ from collections.abc import Generator
 from typing import Any
 
 import psycopg
+from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from . import _db
 from ._db import Backoff, OutageLog
 from .helpers import SharedResources
 from .queries import queries_for
-from .worker import CONNECTION_ERRORS, Worker, WorkerConfig
+from .worker import (
+    CHECKOUT_TIMEOUT_S,
+    CONNECTION_ERRORS,
+    Worker,
+    WorkerConfig,
+    WorkerTask,
+)
 
 log = logging.getLogger("kongtask.pool")
 
 #: After a forced shutdown, how long releases may keep retrying before jobs are left to expire.
 _FORCED_RELEASE_GRACE_S = 5.0
+
+#: How often a running pool says which due jobs wait for tasks it does not have (seconds).
+UNKNOWN_TASKS_REPORT_INTERVAL_S = 60.0
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:
@@ -59,7 +69,7 @@ class Runner:
         self._handle_signals = handle_signals
         self._loop = asyncio.get_running_loop()
         self._resources = SharedResources(pool, config.schema, self._loop, concurrency)
-        self._outage = OutageLog(log)
+        self._outage = OutageLog(log, pool_size=pool.max_size)
         self._workers = [Worker(config, self._resources, self) for _ in range(concurrency)]
         self._idle: collections.OrderedDict[Worker, asyncio.Future[None]] = collections.OrderedDict()
         self._stopping = False
@@ -71,11 +81,12 @@ class Runner:
             # Before any worker starts: off the main thread this raises, and nothing is running yet.
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
-        self._worker_tasks = [asyncio.ensure_future(w.run(once=once)) for w in self._workers]
+        self._worker_tasks = [WorkerTask(w.run(once=once), loop=self._loop) for w in self._workers]
         for task in self._worker_tasks:
             task.add_done_callback(self._on_worker_done)
         self._listener = None if once else asyncio.ensure_future(self._listen())
         self._heartbeat = asyncio.ensure_future(self._beat())
+        self._reporter = None if once else asyncio.ensure_future(self._report_jobs_without_task())
         self._done = asyncio.ensure_future(self._supervise())
 
     # --- what workers ask of the pool (worker.Coordinator) ----------------------------------------
@@ -168,9 +179,11 @@ class Runner:
         # A worker only ends on its own through a bug: stop the others (their jobs finish or are
         # failed and retried) rather than run on quietly with fewer workers.
         if task.cancelled():
-            # Cancelled from outside (kongtask never cancels its workers): stop the rest too.
-            if not self._stopping:
-                log.warning("a worker was cancelled; stopping the others")
+            # Cancelled from outside (kongtask never cancels its workers): stop the rest too, and
+            # say so in wait(), so that a process supervisor restarts a worker that stopped early.
+            if not self._stopping and self._crash is None:
+                self._crash = RuntimeError("a worker was cancelled from outside kongtask")
+                log.error("a worker was cancelled from outside kongtask; stopping the others")
                 self._begin_stop("cancellation")
             return
         if task.exception() is None or self._crash is not None:
@@ -188,7 +201,7 @@ class Runner:
             self._stopping = True
             if self._stop_task is not None and not self._stop_task.done():
                 self._stop_task.cancel()
-            background = [t for t in (self._listener, self._heartbeat) if t is not None]
+            background = [t for t in (self._listener, self._heartbeat, self._reporter) if t is not None]
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -214,11 +227,38 @@ class Runner:
                     # Anything added while we were not listening is waiting now.
                     self._wake()
                     async for _ in conn.notifies():
+                        log.debug("new job notified: waking %s", "an idle worker" if self._idle else "no one (all busy)")
                         self._wake(1)
             except (*CONNECTION_ERRORS, _db.ConnectionFailed) as exc:
                 self._outage.failed(exc)
             if not self._stopping:
                 await asyncio.sleep(backoff.next())
+
+    async def _report_jobs_without_task(self) -> None:
+        """Says, at most once a minute, which due jobs wait for tasks this pool does not have.
+
+        Quiet while there are none: a job added for a task nobody has must not wait in silence,
+        but in a fleet whose workers have different tasks, an empty report is no news.
+        """
+        query = queries_for(self._config.schema).due_jobs_without_task
+        names = list(self._config.task_names)
+        while True:
+            try:
+                async with self._pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
+                    cursor = conn.cursor(row_factory=tuple_row)
+                    await cursor.execute(query, (names,))
+                    rows = await cursor.fetchall()
+            except (*CONNECTION_ERRORS, psycopg.Error):
+                rows = []  # the workers report outages; this report waits for the next round
+            if rows:
+                total = sum(int(row[1]) for row in rows)
+                shown = ", ".join(f"{row[0]} ({row[1]})" for row in rows)
+                log.warning(
+                    "%d due job(s) wait for tasks this worker does not have: %s%s; a worker with those tasks "
+                    "runs them (see `kongtask jobs list --state unknown-task`)",
+                    total, shown, " and more" if len(rows) == 10 else "",
+                )
+            await asyncio.sleep(UNKNOWN_TASKS_REPORT_INTERVAL_S)
 
     async def _beat(self) -> None:
         """Refreshes ``locked_at`` of the queue of every running job, one statement per beat.

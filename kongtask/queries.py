@@ -60,6 +60,42 @@ class Queries:
             schema,
         )
 
+        # A release retried after its first try's outcome was lost must not land twice: failing
+        # a job twice would double its retry delay. fail_job bumps updated_at, so the job still
+        # carrying the updated_at it was checked out with has not been released yet. (complete_job
+        # is idempotent as it is: a second call finds no row and unlocks nothing.)
+        self.fail_job_once = _render(
+            "select ({schema}.fail_job(%s, %s, %s)).id from {schema}.jobs where id = %s and updated_at = %s",
+            schema,
+        )
+        # After a checkout whose reply was lost, the worker holds a queue it does not know about.
+        # It holds no job at that moment, so every queue locked under its id is such a stray: give
+        # the job checked out there its attempt back (it is the one updated at or after the lock
+        # was taken, and due then) and unlock the queue, rather than wait for the expiry.
+        self.return_stray_checkouts = _render(
+            "with stray as materialized ("
+            "  select queue_name, locked_at from {schema}.job_queues where locked_by = %(worker_id)s for update),"
+            " given_back as ("
+            "  update {schema}.jobs as j set attempts = j.attempts - 1 from stray"
+            "  where j.queue_name = stray.queue_name and j.updated_at >= stray.locked_at"
+            "    and j.run_at <= stray.locked_at and j.attempts > 0"
+            "  returning j.id),"
+            " unlocked as ("
+            "  update {schema}.job_queues as q set locked_by = null, locked_at = null from stray"
+            "  where q.queue_name = stray.queue_name and q.locked_by = %(worker_id)s"
+            "  returning q.queue_name)"
+            " select (select count(*) from unlocked), (select count(*) from given_back)",
+            schema,
+        )
+        # Due jobs that no task of this worker can run, by task: what a lone worker reports so that
+        # a job for a task nobody has is not waiting in silence.
+        self.due_jobs_without_task = _render(
+            "select task_identifier, count(*) from {schema}.jobs"
+            " where run_at <= now() and attempts < max_attempts and task_identifier <> all(%s::text[])"
+            " group by task_identifier order by count(*) desc, task_identifier limit 10",
+            schema,
+        )
+
         # Keeps the queues of running jobs fresh, so only a dead worker's lock ever expires.
         # Only the exact (worker, queue) pairs of running jobs: a stray lock under a worker's id
         # (a fetch whose reply was lost) must still expire.

@@ -7,9 +7,10 @@ belongs to (:mod:`kongtask.pool`) wakes it when jobs arrive and tells it when to
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import logging
+import math
+import os
 import queue
 import secrets
 import threading
@@ -17,7 +18,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import psycopg
@@ -39,6 +40,19 @@ CHECKOUT_TIMEOUT_S = 5.0
 
 #: What a lost or unusable connection looks like to the worker: retried, never fatal.
 CONNECTION_ERRORS = (psycopg.OperationalError, PoolTimeout)
+
+#: The longest error message kept in ``last_error`` and in the log (characters). A task may fail
+#: with megabytes of text; storing and logging all of it costs every reader, and says no more.
+ERROR_MESSAGE_LIMIT = 8192
+
+#: The longest stack logged with a failure (characters); its head and tail are kept.
+STACK_LIMIT = 16384
+
+#: After a task is cancelled (timeout, forced stop), how long it may take to wind down before the
+#: worker moves on without it.
+_CANCEL_GRACE_S = 1.0
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def make_worker_id() -> str:
@@ -93,8 +107,9 @@ class TaskTimedOut(Exception):
     """The task ran past its timeout."""
 
 
-class _BaseExceptionInTask(Exception):
-    """Carries a SystemExit or KeyboardInterrupt raised by task code, so it fails only that job."""
+class _RaisedInTask(Exception):
+    """Carries what task code raised that is not an ``Exception`` (SystemExit, KeyboardInterrupt,
+    its own CancelledError), so it fails only that job and is never taken for the worker's own."""
 
     def __init__(self, original: BaseException) -> None:
         super().__init__(str(original))
@@ -103,11 +118,20 @@ class _BaseExceptionInTask(Exception):
 
 @dataclass(frozen=True)
 class _Release:
-    """How to release one job: alone, or together with fetching the next."""
+    """How to release one job: alone (safe to repeat), or together with fetching the next."""
 
     alone: str
     and_fetch: str
     params: tuple[Any, ...]
+    alone_params: tuple[Any, ...]
+
+
+Outcome = tuple[Any, BaseException | None]
+
+
+def _settle(outcome: asyncio.Future[Outcome], value: Any, error: BaseException | None) -> None:
+    if not outcome.done():
+        outcome.set_result((value, error))
 
 
 class _TaskThread:
@@ -116,16 +140,16 @@ class _TaskThread:
     Daemon, so a task stuck in a loop never keeps the process alive after a forced shutdown.
     """
 
-    def __init__(self, name: str) -> None:
-        self._inbox: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._inbox: queue.SimpleQueue[tuple[asyncio.Future[Outcome], Callable[..., Any], tuple[Any, ...]] | None] = (
             queue.SimpleQueue()
         )
         threading.Thread(target=self._serve, name=name, daemon=True).start()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._inbox.put((future, fn, args))
-        return future
+    def submit(self, outcome: asyncio.Future[Outcome], fn: Callable[..., Any], *args: Any) -> None:
+        """Calls ``fn(*args)`` in the thread; ``outcome`` gets ``(result, error)`` on the loop."""
+        self._inbox.put((outcome, fn, args))
 
     def retire(self) -> None:
         """Ends the thread once its current call returns (if it ever does)."""
@@ -133,37 +157,68 @@ class _TaskThread:
 
     def _serve(self) -> None:
         while (item := self._inbox.get()) is not None:
-            future, fn, args = item
-            if not future.set_running_or_notify_cancel():
-                continue
+            outcome, fn, args = item
+            value: Any = None
+            error: BaseException | None = None
             try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the worker, which fails the job
-                future.set_exception(exc)
+                value = fn(*args)
+            except Exception as exc:  # noqa: BLE001 - handed to the worker, which fails the job
+                error = exc
+            except BaseException as exc:  # noqa: BLE001 - SystemExit and the like fail the job only
+                error = _RaisedInTask(exc)
+            try:
+                self._loop.call_soon_threadsafe(_settle, outcome, value, error)
+            except RuntimeError:  # the loop is closed: nobody waits for this outcome any more
+                return
 
 
-def _forget_cancellation() -> None:
-    # The cancellation that aborted a task has been handled; later awaits of this worker (the
-    # release) must not see it as pending (Python 3.11+ counts cancellations per task).
-    task = asyncio.current_task()
-    if task is not None and hasattr(task, "uncancel"):
-        task.uncancel()
+def _truncated(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    return f"{text[:head]} [... {len(text) - limit} characters cut ...] {text[-(limit - head):]}"
+
+
+def _user_stack(error: BaseException) -> str:
+    """The error's traceback without kongtask's own frames: the lines a task's author can act on."""
+    summary = traceback.TracebackException.from_exception(error)
+    summary.stack = traceback.StackSummary.from_list(
+        [frame for frame in summary.stack if not frame.filename.startswith(_PACKAGE_DIR)]
+    )
+    return "".join(summary.format()).strip()
+
+
+def _next_try(job: Job, now: datetime) -> str:
+    """When a failed job runs again, as fail_job computes it: attempt N waits e^min(N, 10) s."""
+    if job.attempts >= job.max_attempts:
+        return f"giving up after {job.attempts} attempt{'s' if job.attempts != 1 else ''}"
+    start = max(now, job.run_at)
+    try:
+        at = start + timedelta(seconds=math.exp(min(job.attempts, 10)))
+        when = at.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    except OverflowError:
+        when = "the job's run_at"
+    return f"attempt {job.attempts} of {job.max_attempts}, retrying at {when}"
 
 
 def _failure_line(job: Job, message: str, duration_ms: float, error: BaseException) -> str:
-    """Upstream's line: the stack follows, indented, only when there is one."""
-    line = f"Failed task {job.id} ({job.task_identifier}) with error {message} ({duration_ms:.2f}ms)"
+    """Upstream's line, then when the job runs again; the stack follows, indented, when there is one."""
+    line = (
+        f"Failed task {job.id} ({job.task_identifier}) with error {message} ({duration_ms:.2f}ms); "
+        f"{_next_try(job, datetime.now(timezone.utc))}"
+    )
     if isinstance(error, (TaskAborted, TaskTimedOut)) or error.__traceback__ is None:
         return line
     try:
-        stack = "".join(traceback.format_exception(type(error), error, error.__traceback__)).strip()
+        stack = _truncated(_user_stack(error), STACK_LIMIT)
     except Exception:  # noqa: BLE001 - a hostile exception must not stop the worker
         return line
     return line + ":\n  " + stack.replace("\n", "\n  ")
 
 
 def error_message(error: BaseException) -> str:
-    """What ``last_error`` records: the message, else the class name; never empty, never NUL."""
+    """What ``last_error`` records: the message, else the class name; never empty, never NUL, and
+    at most :data:`ERROR_MESSAGE_LIMIT` characters."""
     try:
         message = str(error)
     except Exception as exc:  # noqa: BLE001 - a hostile __str__ must not stop the worker
@@ -173,12 +228,53 @@ def error_message(error: BaseException) -> str:
     elif not isinstance(error, Exception):
         # SystemExit(3) says just "3": name what was raised.
         message = f"{type(error).__name__}: {message}"
+    message = _truncated(message, ERROR_MESSAGE_LIMIT)
     # PostgreSQL text cannot hold NUL; lone surrogates cannot be encoded to UTF-8.
     return message.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+class WorkerTask(asyncio.Task):  # type: ignore[type-arg]
+    """The asyncio task a worker runs in; it remembers being cancelled from outside kongtask.
+
+    A task's own ``raise CancelledError`` and a cancellation of the worker look alike where the task
+    is awaited, on every Python version (3.10 has no ``Task.cancelling()``). The worker's own
+    interruptions (timeout, forced stop) go through :meth:`interrupt`; anything else that cancels
+    this task is marked here, so the worker can tell the three apart.
+    """
+
+    _outside_cancels = 0
+
+    def cancel(self, msg: Any = None) -> bool:
+        self._outside_cancels += 1
+        return super().cancel(msg)
+
+    def uncancel(self) -> int:
+        # asyncio.timeout() and TaskGroup in task code cancel this task, then take it back.
+        if self._outside_cancels:
+            self._outside_cancels -= 1
+        return super().uncancel()  # type: ignore[no-any-return,misc]
+
+    @property
+    def cancelled_from_outside(self) -> bool:
+        return self._outside_cancels > 0
+
+    def interrupt(self) -> None:
+        asyncio.Task.cancel(self)
+
+    def forget_interruption(self) -> None:
+        # Python 3.11+ counts cancellations; one the worker handled must not look pending to later
+        # awaits (the release) or to asyncio.timeout in task code.
+        uncancel = getattr(asyncio.Task, "uncancel", None)
+        if uncancel is not None:
+            uncancel(self)
+
+
 class Worker:
-    """Runs jobs one after another until its pool stops it (or, ``once``, until none is left)."""
+    """Runs jobs one after another until its pool stops it (or, ``once``, until none is left).
+
+    Start it with ``WorkerTask(worker.run(), loop=loop)``: the worker relies on that task type to
+    tell its own interruptions from a task's own CancelledError.
+    """
 
     def __init__(self, config: WorkerConfig, resources: SharedResources, coordinator: Coordinator) -> None:
         self.id = make_worker_id()
@@ -186,11 +282,12 @@ class Worker:
         self._config = config
         self._resources = resources
         self._coordinator = coordinator
+        self._queries = queries_for(config.schema)
         self._thread: _TaskThread | None = None
-        self._running: asyncio.Future[Any] | None = None
-        self._abortable = False
-        self._task: asyncio.Task[Any] | None = None
+        self._task: WorkerTask | None = None
         self._abort_reason: str | None = None
+        self._interruptible = False  # awaiting a task: abort() and the timeout may interrupt it
+        self._interruption: BaseException | None = None  # why the worker interrupted the task
         self._cancelled = False  # this worker's own task was cancelled from outside
         # get_job's arguments never change for a worker: encoded once, sent as text every fetch.
         self._fetch_params = (
@@ -198,7 +295,10 @@ class Worker:
         )
 
     async def run(self, once: bool = False) -> None:
-        self._task = asyncio.current_task()
+        task = asyncio.current_task()
+        if not isinstance(task, WorkerTask):
+            raise TypeError("run a Worker inside a WorkerTask")
+        self._task = task
         job: Job | None = None
         try:
             while True:
@@ -226,24 +326,32 @@ class Worker:
     def abort(self, reason: str) -> None:
         """Stops the running task now; its job fails with ``reason`` so it is retried."""
         self._abort_reason = reason
-        if self._running is not None and not self._running.done():
-            self._running.cancel()
-        elif self._abortable and self._task is not None:
-            self._task.cancel()
+        self._interrupt(TaskAborted(reason))
+
+    def _interrupt(self, why: BaseException) -> None:
+        if self._interruptible and self._interruption is None and self._task is not None:
+            self._interruption = why
+            self._task.interrupt()
 
     # --- fetch ---------------------------------------------------------------------------------
 
     async def _fetch(self) -> Job | None:
-        statement = queries_for(self._config.schema).get_job, self._fetch_params
+        statement = self._queries.get_job, self._fetch_params
         backoff = Backoff()
         while True:
             try:
                 async with self._resources.pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
                     job = await jobs.fetch_job(conn, statement, tolerant=self._config.decode_per_statement)
                 self._coordinator.outage.recovered()
+                if job is not None:
+                    log.debug("fetched job %s (%s), attempt %d of %d", job.id, job.task_identifier,
+                              job.attempts, job.max_attempts)
                 return job
             except CONNECTION_ERRORS as exc:
                 self._coordinator.outage.failed(exc)
+                if isinstance(exc, psycopg.OperationalError):
+                    # The checkout may have committed with its reply lost.
+                    await self._return_stray_checkouts()
                 if self._coordinator.stopping:
                     return None
                 await asyncio.sleep(backoff.next())
@@ -251,81 +359,91 @@ class Worker:
     # --- run -----------------------------------------------------------------------------------
 
     async def _perform(self, job: Job) -> _Release:
-        """Runs the job's task; returns the statement that releases the job."""
+        """Runs the job's task; returns the statements that release the job."""
         self.current_job = job
         start = time.perf_counter()
-        error: BaseException | None = None
-        timeout = task_timeout(self._config.tasks[job.task_identifier], self._config.task_timeout)
-        try:
-            if self._abort_reason is not None:
-                # Checked out while a forced stop was under way: give it back for a retry.
-                error = TaskAborted(self._abort_reason)
-            elif timeout is None:
-                # Awaited in place, with no task of its own: abort() cancels this worker's task
-                # while (and only while) it waits here.
-                self._abortable = True
-                try:
-                    await self._invoke(job)
-                finally:
-                    self._abortable = False
-            else:
-                self._running = asyncio.ensure_future(self._invoke(job))
-                await asyncio.wait_for(self._running, timeout)
-        except asyncio.TimeoutError:
-            error = TaskTimedOut(f"Task timed out after {timeout:g}s")
-            self._abandon_thread(job)
-        except asyncio.CancelledError as exc:
-            error = self._explain_cancellation(exc, in_place=timeout is None)
-            self._abandon_thread(job)
-        except _BaseExceptionInTask as exc:
-            error = exc.original
-        except Exception as exc:  # noqa: BLE001 - any task failure fails the job, nothing more
-            error = exc
-        finally:
-            self._running = None
-            self.current_job = None
+        if self._abort_reason is not None:
+            # Checked out while a forced stop was under way: give it back for a retry.
+            error: BaseException | None = TaskAborted(self._abort_reason)
+        else:
+            error = await self._run_task(job)
+        self.current_job = None
         duration_ms = (time.perf_counter() - start) * 1000
-        queries = queries_for(self._config.schema)
+        queries = self._queries
         if error is None:
             if self._config.log_success:
-                log.info("Completed task %s (%s) with success (%.2fms)", job.id, job.task_identifier, duration_ms)
-            return _Release(queries.complete_job_quietly, queries.complete_job_and_get_job, (self.id, job.id))
+                log.info("Completed task %s (%s) with success (%.2fms)", job.id, job.task_identifier, duration_ms,
+                         extra=_job_fields(job, duration_ms))
+            params: tuple[Any, ...] = (self.id, job.id)
+            return _Release(queries.complete_job_quietly, queries.complete_job_and_get_job, params, params)
         message = error_message(error)
-        log.error(_failure_line(job, message, duration_ms, error))
-        return _Release(queries.fail_job_quietly, queries.fail_job_and_get_job, (self.id, job.id, message))
+        log.error(_failure_line(job, message, duration_ms, error), extra=_job_fields(job, duration_ms, message))
+        return _Release(
+            queries.fail_job_once, queries.fail_job_and_get_job, (self.id, job.id, message),
+            (self.id, job.id, message, job.id, job.updated_at),
+        )
 
-    def _explain_cancellation(self, exc: asyncio.CancelledError, *, in_place: bool) -> BaseException:
-        """Why the task's await ended in CancelledError: our abort, our own task being cancelled
-        from outside (the job is failed, then the worker stops), or the task's own doing."""
-        if self._abort_reason is not None:
-            if in_place:
-                _forget_cancellation()  # abort() cancelled this worker's task; handled here
-            return TaskAborted(self._abort_reason)
-        task = asyncio.current_task()
-        cancelling = getattr(task, "cancelling", None)
-        # Python 3.10 cannot tell a task's own CancelledError from ours: take it as ours.
-        if cancelling is None or cancelling() > 0:
-            self._cancelled = True
-            return TaskAborted("Worker cancelled before the task finished")
-        return exc
+    async def _run_task(self, job: Job) -> BaseException | None:
+        """Runs the job's task in this worker's asyncio task; returns what failed it, if anything.
+
+        One path for ``def`` and ``async def`` tasks alike: the worker interrupts the await with a
+        cancellation of its own for a timeout or a forced stop, and tells those apart from the
+        task's own CancelledError and from a cancellation of the worker by who asked for them.
+        """
+        timeout = task_timeout(self._config.tasks[job.task_identifier], self._config.task_timeout)
+        assert self._task is not None
+        timer = None
+        if timeout is not None:
+            timer = self._task.get_loop().call_later(
+                timeout, self._interrupt, TaskTimedOut(f"Task timed out after {timeout:g}s")
+            )
+        self._interruptible = True
+        try:
+            await self._invoke(job)
+            return None
+        except asyncio.CancelledError as exc:
+            if self._interruption is not None:
+                self._abandon_thread(job)
+                return self._interruption
+            if self._task.cancelled_from_outside:
+                self._cancelled = True
+                self._abandon_thread(job)
+                return TaskAborted("Worker cancelled before the task finished")
+            return exc  # the task raised CancelledError itself: its job fails, nothing more
+        except _RaisedInTask as exc:
+            return exc.original
+        except Exception as exc:  # noqa: BLE001 - any task failure fails the job, nothing more
+            return exc
+        finally:
+            self._interruptible = False
+            if timer is not None:
+                timer.cancel()
+            if self._interruption is not None:
+                # Handled above, or swallowed by the task: either way it is over.
+                self._interruption = None
+                self._task.forget_interruption()
 
     async def _invoke(self, job: Job) -> Any:
         task = self._config.tasks[job.task_identifier]
         if isinstance(job.payload, jobs.UndecodablePayload):
             raise PayloadError(f"job payload cannot be decoded ({job.payload.reason})")
-        try:
-            if job.task_identifier in self._config.async_tasks:
+        if job.task_identifier in self._config.async_tasks:
+            try:
                 return await task(job.payload, Helpers(job, self._resources))
-            if self._thread is None:
-                self._thread = _TaskThread(f"kongtask-{self.id}")
-            future = self._thread.submit(task, job.payload, SyncHelpers(job, self._resources))
-            result = await asyncio.wrap_future(future)
-            if inspect.isawaitable(result):
-                # A plain def that returns a coroutine (a decorated async function, say).
-                result = await result
-            return result
-        except (KeyboardInterrupt, SystemExit) as exc:
-            raise _BaseExceptionInTask(exc) from exc
+            except (KeyboardInterrupt, SystemExit) as exc:
+                raise _RaisedInTask(exc) from exc
+        assert self._task is not None
+        if self._thread is None:
+            self._thread = _TaskThread(f"kongtask-{self.id}", self._task.get_loop())
+        outcome: asyncio.Future[Outcome] = self._task.get_loop().create_future()
+        self._thread.submit(outcome, task, job.payload, SyncHelpers(job, self._resources))
+        result, error = await outcome
+        if error is not None:
+            raise error
+        if inspect.isawaitable(result):
+            # A plain def that returns a coroutine (a decorated async function, say).
+            result = await result
+        return result
 
     def _abandon_thread(self, job: Job) -> None:
         # A plain def task cannot be interrupted: leave its thread to finish alone, unobserved.
@@ -344,14 +462,27 @@ class Worker:
                     statement = release.and_fetch, release.params + self._fetch_params
                     job = await jobs.fetch_job(conn, statement, tolerant=self._config.decode_per_statement)
                 self._coordinator.outage.recovered()
+                log.debug("released job %s%s", release.params[1],
+                          f"; fetched job {job.id} ({job.task_identifier})" if job is not None else "; no job due")
                 return job
             except CONNECTION_ERRORS as exc:
                 self._coordinator.outage.failed(exc)
-        await self._release_alone(release.alone, release.params)
+                if isinstance(exc, psycopg.OperationalError):
+                    # It may have committed with its reply lost: the release below lands only if
+                    # this one did not, and a job it checked out unseen is given back.
+                    await self._execute_until_done(release.alone, release.alone_params, release.params[1])
+                    await self._return_stray_checkouts()
+                    return None
+        await self._execute_until_done(release.alone, release.alone_params, release.params[1])
+        log.debug("released job %s", release.params[1])
         return None
 
-    async def _release_alone(self, query: str, params: tuple[Any, ...]) -> None:
-        """Completes or fails the job, retrying through outages until it lands or we are forced."""
+    async def _return_stray_checkouts(self) -> None:
+        await self._execute_until_done(self._queries.return_stray_checkouts, {"worker_id": self.id}, None)
+
+    async def _execute_until_done(self, query: str, params: Any, job_id: int | None) -> None:
+        """Runs a statement that is safe to repeat, retrying through outages until it lands or the
+        stop is forced."""
         backoff = Backoff(ceiling=2.0)
         while True:
             try:
@@ -362,10 +493,21 @@ class Worker:
             except CONNECTION_ERRORS as exc:
                 self._coordinator.outage.failed(exc)
                 if self._coordinator.release_abandoned():
+                    what = f"release job {job_id}" if job_id is not None else "return a job checked out unseen"
                     log.error(
-                        "could not release job %s before shutdown; its queue stays locked by %s until the "
-                        "job expiry passes",
-                        params[1], self.id,
+                        "could not %s before shutdown; its queue stays locked by %s until the job expiry passes",
+                        what, self.id,
                     )
                     return
                 await asyncio.sleep(backoff.next())
+
+
+def _job_fields(job: Job, duration_ms: float, error: str | None = None) -> dict[str, Any]:
+    """The structured fields of a job's log lines (JSON logs show them as keys)."""
+    fields: dict[str, Any] = {
+        "job_id": job.id, "task": job.task_identifier, "queue": job.queue_name,
+        "attempt": job.attempts, "max_attempts": job.max_attempts, "duration_ms": round(duration_ms, 2),
+    }
+    if error is not None:
+        fields["error"] = error
+    return fields
