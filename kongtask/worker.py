@@ -478,11 +478,14 @@ class Worker:
         return None
 
     async def _return_stray_checkouts(self) -> None:
-        await self._execute_until_done(self._queries.return_stray_checkouts, {"worker_id": self.id}, None)
+        # Worth a wait, not a stop: a stray checkout left behind expires like a dead worker's.
+        await self._execute_until_done(
+            self._queries.return_stray_checkouts, {"worker_id": self.id}, None, until_stopping=True
+        )
 
-    async def _execute_until_done(self, query: str, params: Any, job_id: int | None) -> None:
+    async def _execute_until_done(self, query: str, params: Any, job_id: int | None, until_stopping: bool = False) -> None:
         """Runs a statement that is safe to repeat, retrying through outages until it lands or the
-        stop is forced."""
+        stop is forced (or, ``until_stopping``, until any stop)."""
         backoff = Backoff(ceiling=2.0)
         while True:
             try:
@@ -492,6 +495,8 @@ class Worker:
                 return
             except CONNECTION_ERRORS as exc:
                 self._coordinator.outage.failed(exc)
+                if until_stopping and self._coordinator.stopping:
+                    return
                 if self._coordinator.release_abandoned():
                     what = f"release job {job_id}" if job_id is not None else "return a job checked out unseen"
                     log.error(
