@@ -308,6 +308,8 @@ class EmbeddedInfo:
 
 
 def _size(folder: Path) -> int:
+    if folder.is_symlink():
+        return 0  # not ours to measure: the server's user made it point elsewhere
     total = 0
     for parent, _, files in os.walk(folder):  # never into a linked folder
         for name in files:

@@ -69,6 +69,15 @@ def watchdogs_of(home: Path) -> list[int]:
     return found
 
 
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie waiting for its parent counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"
+
+
 # --- 15: one database per project, whichever subfolder a command runs in ----------------------------
 
 
@@ -258,3 +267,29 @@ def test_as_root_a_home_of_the_first_layout_is_taken_back_and_keeps_its_data(pro
     assert "Completed task 1 (record)" in result.stderr  # the job added before is still there
     assert os.lstat(home).st_uid == 0 and not (home / "users").exists() and not (home / "data").exists()
     assert (home / "server" / "data" / "PG_VERSION").exists()
+
+
+# --- 8: under --watch the worker holds the embedded server itself --------------------------------------
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="looks for processes in /proc")
+def test_under_watch_the_worker_holds_the_embedded_server_like_any_kongtask(project: Path) -> None:
+    from kongtask.embedded import _users
+    from tests.test_watch import children_of
+
+    home = project_home(project)
+    supervisor = Background("worker", "--watch", cwd=project, env=env_for(project))
+    try:
+        supervisor.wait_for("worker started", timeout=60)
+        [child] = children_of(supervisor.process.pid)
+        child_env = (Path("/proc") / str(child) / "environ").read_bytes().split(b"\0")
+        assert not any(v.startswith((b"KONGTASK_CONNECTION=", b"DATABASE_URL=")) for v in child_env)
+        assert len(_users(home)) == 2  # the supervisor's hold, and the worker's own
+
+        # The supervisor dies outright: its worker notices, stops cleanly, and lets the server go.
+        supervisor.process.kill()
+        wait_until(lambda: _gone(child), timeout=30, what="the orphaned worker to stop")
+        server = server_in(home)
+        wait_until(lambda: not server.is_running(), timeout=15, what="the server to stop")
+    finally:
+        supervisor.kill()
