@@ -503,8 +503,8 @@ def embedded_list() -> None:
 def embedded_remove(project: Path | None) -> None:
     """Delete the embedded database of PROJECT (default: this project) for good.
 
-    PROJECT is a project folder, or a data folder's parent as `kongtask embedded list` shows it.
-    It is refused while a kongtask process uses the database.
+    PROJECT is a project folder, or the data folder `kongtask embedded list` shows (for a database
+    whose project is unknown). It is refused while a kongtask process uses the database.
     """
     from .embedded import home_of, remove_embedded
 
