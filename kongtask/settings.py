@@ -440,6 +440,35 @@ def _discover_config(cwd: Path) -> Path | None:
     return None
 
 
+def _is_project_root(folder: Path) -> bool:
+    if (folder / CONFIG_FILE).is_file() or (folder / DOTENV).is_file() or (folder / "tasks").is_dir():
+        return True
+    pyproject = folder / PYPROJECT
+    if not pyproject.is_file():
+        return False
+    try:
+        return "kongtask" in _read_toml(pyproject).get("tool", {})
+    except (ConfigurationError, OSError):
+        return True  # resolve() reports what is wrong with it, from this folder
+
+
+def find_project_root(cwd: Path) -> Path:
+    """The project folder that ``cwd`` is in, found the way git finds its repository.
+
+    The nearest folder, from ``cwd`` up, holding ``kongtask.toml``, a ``pyproject.toml`` with
+    ``[tool.kongtask]``, ``.env`` or a ``tasks/`` folder; the search stops at the filesystem root
+    or at the home folder (its parent is not searched). Without one, ``cwd`` itself.
+    """
+    cwd = cwd.absolute()
+    home_parent = Path.home().absolute().parent
+    for folder in (cwd, *cwd.parents):
+        if folder == home_parent and folder != cwd:
+            break
+        if _is_project_root(folder):
+            return folder
+    return cwd
+
+
 # --- resolving ----------------------------------------------------------------------------------
 
 

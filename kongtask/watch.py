@@ -4,12 +4,15 @@ A supervisor, the way ``uvicorn --reload`` works, rather than reloading modules 
 process imports every task file and helper module afresh, so no stale module, class or global can
 survive an edit (upstream graphile-worker dropped in-process reloading for exactly that reason).
 
-On a change under the tasks folder the supervisor starts a new worker at once and sends the old one
-SIGTERM: the old worker stops fetching, and a job it is running finishes on the old code within
+On a change to a ``.py`` file under the tasks folder the supervisor starts a new worker at once and
+sends the old one :data:`RELOAD_SIGNAL`: the old worker stops fetching, and a job it is running finishes on the old code within
 ``--shutdown-timeout`` (after that it is failed with "Forced worker shutdown" and retried). Jobs
 are locked in the database, so the two workers never run the same job. A worker that cannot start
 (a task file with a syntax error, say) prints its one-line error and exits; the supervisor stays up
 and starts a worker again on the next change.
+
+On SIGINT, SIGTERM or SIGHUP the supervisor passes the signal on to its workers (a second one too,
+which makes them stop at once) and exits only once every worker has exited.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ log = logging.getLogger("kongtask.watch")
 #: Set in a worker's environment by its supervisor, to the supervisor's process id.
 SUPERVISOR_ENV = "_KONGTASK_WATCH_SUPERVISOR"
 
+#: What the supervisor sends a worker it replaces: a routine reload, unlike SIGTERM, which the
+#: worker reports as a shutdown.
+RELOAD_SIGNAL = signal.SIGUSR1
+
+#: The signals that stop the supervisor; SIGHUP is a closed terminal.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
 #: How long changes are gathered into one restart (ms), and how quiet it must be before (ms).
 _DEBOUNCE_MS, _STEP_MS = 400, 50
 
@@ -44,7 +54,7 @@ def supervisor_pid() -> int | None:
 
 
 def supervise(tasks_dir: Path, argv: list[str], env: Mapping[str, str], shutdown_timeout: float) -> int:
-    """Runs ``python -m kongtask <argv>`` and restarts it on change until SIGINT or SIGTERM.
+    """Runs ``python -m kongtask <argv>`` and restarts it on change until SIGINT, SIGTERM or SIGHUP.
 
     Returns the exit code for the supervisor: the worker's own when it was running at the end.
     """
@@ -54,6 +64,12 @@ def supervise(tasks_dir: Path, argv: list[str], env: Mapping[str, str], shutdown
     command = [sys.executable, "-m", "kongtask", *argv]
     supervisor = _Supervisor(tasks_dir.resolve(), command, child_env, shutdown_timeout)
     return asyncio.run(supervisor.run())
+
+
+def _is_source_change(change: Any, path: str) -> bool:
+    """Only Python source counts: not editor swap, backup, lock or temporary files, nor caches."""
+    name = os.path.basename(path)
+    return name.endswith(".py") and not name.startswith((".", "#")) and "__pycache__" not in Path(path).parts
 
 
 class _Supervisor:
@@ -69,14 +85,14 @@ class _Supervisor:
         self.exit_code = 0
 
     async def run(self) -> int:
-        from watchfiles import DefaultFilter, awatch
+        from watchfiles import awatch
 
         self.stop_requested = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
         changes = awatch(
-            self.tasks_dir, watch_filter=DefaultFilter(), debounce=_DEBOUNCE_MS, step=_STEP_MS,
+            self.tasks_dir, watch_filter=_is_source_change, debounce=_DEBOUNCE_MS, step=_STEP_MS,
             stop_event=self.stop_requested,
         )
         next_batch = asyncio.ensure_future(changes.__anext__())
@@ -95,17 +111,22 @@ class _Supervisor:
                 self._retire(self.current)
                 await self._start_worker()
                 next_batch = asyncio.ensure_future(changes.__anext__())
+            # Still ours, the signals: a second Ctrl-C goes on to the workers, and we wait for them.
+            for child in list(self.children):
+                self._in_background(self._kill_if_stuck(child))
+            await asyncio.gather(*(child.wait() for child in list(self.children)))
+            await asyncio.gather(*self.background, return_exceptions=True)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in _STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
-        await asyncio.gather(*(child.wait() for child in list(self.children)))
-        await asyncio.gather(*self.background, return_exceptions=True)
         return self.exit_code
 
     def _on_signal(self, sig: signal.Signals) -> None:
         assert self.stop_requested is not None
         if not self.stop_requested.is_set():
             log.info("%s received: stopping the worker", sig.name)
+        else:
+            log.info("%s received again: the worker stops its running jobs now", sig.name)
         self.stop_requested.set()
         for child in list(self.children):
             if child.returncode is None:
@@ -114,21 +135,22 @@ class _Supervisor:
     def _report(self, batch: set[tuple[Any, str]]) -> None:
         names = sorted({os.path.relpath(path, self.tasks_dir.parent) for _, path in batch})
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        log.info("%s changed: starting a fresh worker", shown)
+        log.info("reloading because %s changed", shown)
 
     def _retire(self, child: asyncio.subprocess.Process | None) -> None:
         """Asks a worker to stop: running jobs finish on the code they started with."""
         if child is None or child.returncode is not None:
             return
-        child.send_signal(signal.SIGTERM)
+        child.send_signal(RELOAD_SIGNAL)
         self._in_background(self._kill_if_stuck(child))
 
     async def _kill_if_stuck(self, child: asyncio.subprocess.Process) -> None:
         try:
             await asyncio.wait_for(child.wait(), self.shutdown_timeout + _KILL_GRACE_S)
         except asyncio.TimeoutError:
-            log.warning("the previous worker (pid %d) did not stop; killing it", child.pid)
-            child.kill()
+            if child.returncode is None:
+                log.warning("the worker (pid %d) did not stop; killing it", child.pid)
+                child.kill()
 
     async def _start_worker(self) -> None:
         assert self.stop_requested is not None

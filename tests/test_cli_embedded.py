@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kongtask._embedded import EmbeddedServer
-from kongtask.embedded import project_home
+from kongtask.embedded import project_home, server_in
 from tests.cli_support import Background, clean_env, one_line, runs, write_task
 from tests.cli_support import kongtask as run
 
@@ -22,14 +22,14 @@ def project(tmp_path: Path) -> Iterator[Path]:
     write_task(tmp_path / "tasks", "record")
     yield tmp_path
     home = project_home(tmp_path)
-    server = EmbeddedServer(home)
+    server = server_in(home)
     if server.is_running():
         server.stop()
     shutil.rmtree(home, ignore_errors=True)
 
 
 def server_of(project: Path) -> EmbeddedServer:
-    return EmbeddedServer(project_home(project))
+    return server_in(project_home(project))
 
 
 def add(project: Path, env: dict[str, str], n: int) -> int:
@@ -44,8 +44,8 @@ def test_worker_and_add_job_share_the_embedded_server_which_stops_at_the_end(pro
     try:
         output = worker.wait_for("worker started", timeout=60)
         home = project_home(project)
-        assert f"data in {home / 'data'}" in output
-        assert f"connect with: psql 'postgresql://postgres@/postgres?host={home / 'socket'}'" in output
+        assert f"data in {home / 'server' / 'data'}" in output
+        assert f"connect with: psql 'postgresql://postgres@/postgres?host={home / 'server' / 'socket'}'" in output
 
         add(project, env, 1)
         worker.wait_until(lambda: runs(project / "out.jsonl"), "the job to run")

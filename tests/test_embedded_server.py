@@ -78,6 +78,12 @@ def test_the_server_runs_from_a_private_copy_when_the_wheel_is_out_of_its_users_
         with psycopg.connect(url) as conn:
             assert conn.execute("select 1").fetchone() == (1,)
         assert str(server._bin).startswith(str(parent))
+        # Root's copy is root's, beside the server's folder: never in one the server's user owns.
+        assert not server._bin.is_relative_to(server.home)
+        for folder in [server._bin, *server._bin.parents]:
+            if folder == parent:
+                break
+            assert folder.lstat().st_uid == 0, folder
     finally:
         server.stop()
         shutil.rmtree(parent, ignore_errors=True)

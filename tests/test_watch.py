@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.cli_support import Background, clean_env, runs, write_task
@@ -168,3 +170,83 @@ def test_watch_fails_fast_on_an_unreachable_database(tmp_path: Path) -> None:
     env = clean_env(DATABASE_URL="postgresql://app:pw@127.0.0.1:1/app")
     result = run("worker", "--watch", cwd=tmp_path, env=env, timeout=30)
     assert result.returncode == 1 and "cannot connect" in result.stderr
+
+
+SLEEPER = """
+    import json, os, time
+
+    def task(payload, helpers):
+        with open(os.environ["KT_TEST_OUT"], "a") as out:
+            out.write(json.dumps({{"event": "started", "payload": payload}}) + "\\n")
+        deadline = time.monotonic() + 120
+        while not os.path.exists({release!r}) and time.monotonic() < deadline:
+            time.sleep(0.02)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="looks for child processes in /proc")
+def test_two_ctrl_c_stop_the_job_and_the_supervisor_waits_for_its_worker(
+    watched: tuple[Path, dict[str, str], Background], migrated_url: str
+) -> None:
+    project, env, worker = watched
+    release = project / "release"
+    write_task(project / "tasks", "sleepy", body=SLEEPER.format(release=str(release)))
+    worker.wait_for("worker started")
+    job_id = add(project, env, "sleepy", {"n": 1})
+    worker.wait_until(lambda: runs(project / "out.jsonl"), "the job to start")
+    supervisor = worker.process.pid
+    try:
+        worker.process.send_signal(signal.SIGINT)
+        worker.wait_for("SIGINT received: finishing running jobs")  # the worker has it
+        worker.process.send_signal(signal.SIGINT)
+        code = worker.process.wait(60)
+        # The supervisor left only after its worker: none is left running the job.
+        assert children_of(supervisor) == [], worker.output()
+        assert code == 0, worker.output()
+    finally:
+        release.touch()
+    with psycopg.connect(migrated_url) as conn:
+        [(last_error, attempts)] = conn.execute(
+            "select last_error, attempts from graphile_worker.jobs where id = %s", (job_id,)
+        ).fetchall()
+        queues = conn.execute("select queue_name from graphile_worker.job_queues where locked_by is not null").fetchall()
+    assert "Forced worker shutdown" in last_error
+    assert attempts == 1
+    assert queues == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="looks for child processes in /proc")
+def test_sighup_stops_the_supervisor_and_its_worker_cleanly(watched: tuple[Path, dict[str, str], Background]) -> None:
+    project, env, worker = watched
+    write_task(project / "tasks", "record")
+    worker.wait_for("worker started")
+    supervisor = worker.process.pid
+    assert worker.stop(signal.SIGHUP) == 0, worker.output()
+    assert children_of(supervisor) == []
+    assert "Traceback" not in worker.output()
+
+
+def test_a_reload_is_routine_and_ignores_editor_files(watched: tuple[Path, dict[str, str], Background]) -> None:
+    project, env, worker = watched
+    tasks = project / "tasks"
+    write_task(tasks, "record", "v1")
+    worker.wait_for("worker started", 1)
+
+    # What editors leave beside a file they save, and caches: none of it is a change to the code.
+    for name in (".record.py.swp", "record.py~", "#record.py#", "4913", "record.py.tmp", "notes.txt"):
+        (tasks / name).write_text("x")
+    os.symlink("user@host.1234", tasks / ".#record.py")  # emacs's lock file
+    (tasks / "__pycache__").mkdir(exist_ok=True)
+    (tasks / "__pycache__" / "record.cpython-311.pyc").write_bytes(b"x")
+    write_task(tasks, "record", "v2")
+    output = worker.wait_for("worker started", 2)
+    add(project, env, "record", {"n": 1})
+    assert run_of(worker, project / "out.jsonl", 1)["version"] == "v2"
+
+    reloads = [line for line in worker.output().splitlines() if "reloading because" in line]
+    assert len(reloads) == 1 and reloads[0].endswith("reloading because tasks/record.py changed"), output
+    assert " INFO " in reloads[0]
+    # The retired worker says it is reloading, not that it received SIGTERM.
+    worker.wait_for("reloading: this worker finishes its running jobs")
+    assert "SIGTERM" not in worker.output() and "WARNING" not in worker.output()
+    assert worker.stop(signal.SIGINT) == 0
