@@ -187,19 +187,27 @@ def test_notify_listen_and_heartbeat_work_in_the_schema(db_url: str, schema: str
     # With parameters, psycopg would read a "%" of the quoted name as a placeholder.
     in_schema = sql.SQL(sql.Identifier(schema).as_string(None).replace("%", "%%"))
     locked_at = sql.SQL("select locked_at from {}.job_queues where queue_name = %s").format(in_schema)
+    listening = "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen%%'"
     heartbeats_seen = asyncio.Event()
     quick_ran = asyncio.Event()
 
     async def slow(payload: Any, helpers: Any) -> None:
-        # Returns only once the runner's heartbeat has moved the lock forward.
+        # Holds the worker until its runner listens and its heartbeat has moved the lock forward,
+        # so the runner's first wake-ups are spent before the NOTIFY check below.
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-            first = await (await conn.execute(locked_at, ("slow-queue",))).fetchone()
+
+            async def one(statement: Any, params: tuple[Any, ...]) -> Any:
+                row = await (await conn.execute(statement, params)).fetchone()
+                return row[0] if row else None
+
+            await wait_until_async(lambda: one(listening, ()), timeout=30, what="the runner to LISTEN")
+            first = await one(locked_at, ("slow-queue",))
 
             async def moved() -> bool:
-                now = await (await conn.execute(locked_at, ("slow-queue",))).fetchone()
-                return first is not None and now is not None and now[0] > first[0]
+                now = await one(locked_at, ("slow-queue",))
+                return first is not None and now is not None and now > first
 
-            await wait_until_async(moved, what="the heartbeat to refresh the queue's lock")
+            await wait_until_async(moved, timeout=30, what="the heartbeat to refresh the queue's lock")
         heartbeats_seen.set()
 
     async def quick(payload: Any, helpers: Any) -> None:
@@ -215,17 +223,18 @@ def test_notify_listen_and_heartbeat_work_in_the_schema(db_url: str, schema: str
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
             await conn.execute(sql.SQL("delete from {}.jobs").format(sql.Identifier(schema)))
 
+        # Added before the runner starts, so its first fetch takes it: no wake-up needed.
+        await kongtask.add_job("slow", queue_name="slow-queue", connection_string=db_url, schema=schema)
         runner = await kongtask.run(
             task_list={"slow": slow, "quick": quick}, connection_string=db_url, schema=schema,
             concurrency=1, poll_interval=3600, heartbeat_interval=0.05,
         )
         try:
-            await kongtask.add_job("slow", queue_name="slow-queue", connection_string=db_url, schema=schema)
-            await asyncio.wait_for(heartbeats_seen.wait(), 20)
+            await wait_until_async(heartbeats_seen.is_set, timeout=60, what="the slow task to see a heartbeat")
             # With an hour between polls, only the NOTIFY can wake the idle worker for this job.
             await wait_until_async(lambda: len(runner._idle) == 1, what="the worker to go idle")
             await kongtask.add_job("quick", connection_string=db_url, schema=schema)
-            await asyncio.wait_for(quick_ran.wait(), 10)
+            await wait_until_async(quick_ran.is_set, timeout=30, what="the NOTIFY to wake the worker")
         finally:
             await runner.stop()
 
