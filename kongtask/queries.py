@@ -11,6 +11,8 @@ import functools
 
 from psycopg import sql
 
+from .errors import ConfigurationError
+
 DEFAULT_SCHEMA = "graphile_worker"
 
 #: The channel that the ``_900_notify_worker`` trigger notifies on every INSERT into jobs.
@@ -19,19 +21,56 @@ JOBS_INSERT_CHANNEL = "jobs:insert"
 #: The optional arguments of ``<schema>.add_job``, in the order of its signature.
 ADD_JOB_OPTIONS = ("queue_name", "run_at", "max_attempts")
 
-#: Replaced by the quoted schema name in the numbered migration files.
+#: Stands for the quoted schema name in the numbered migration files, where SQL code may hold a
+#: name (kongtask.migrations reads comments, strings and function bodies as PostgreSQL does).
 MIGRATION_SCHEMA_TOKEN = ":KONGTASK_SCHEMA"
+
+#: PostgreSQL silently cuts a longer name to its first NAMEDATALEN - 1 bytes.
+MAX_NAME_BYTES = 63
+
+
+def schema_name_problem(schema: str) -> str | None:
+    """Why PostgreSQL cannot hold ``schema`` as it is (one line), or None when it can."""
+    if not schema:
+        return "the schema name must be non-empty, such as graphile_worker"
+    if "\x00" in schema:
+        return "the schema name holds a NUL character, which PostgreSQL names cannot; choose another"
+    try:
+        size = len(schema.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the schema name is not valid text (undecodable bytes); choose another"
+    if size > MAX_NAME_BYTES:
+        # Cut, two long names would share one schema and its jobs.
+        shown = repr(schema if len(schema) <= 24 else schema[:24] + "...")
+        return (
+            f"the schema name {shown} is {size} bytes; PostgreSQL keeps only the first {MAX_NAME_BYTES} bytes"
+            f" of a name, so choose one of at most {MAX_NAME_BYTES} bytes (UTF-8)"
+        )
+    return None
 
 
 def _render(template: str, schema: str, **identifiers: str) -> str:
+    # psycopg reads "%" as a placeholder even inside a quoted name, so the schema name's "%"
+    # goes as "%%" (the statements naming the schema always run with parameters).
     parts = {name: sql.Identifier(value) for name, value in identifiers.items()}
-    return sql.SQL(template).format(schema=sql.Identifier(schema), **parts).as_string(None)
+    return sql.SQL(template).format(schema=_schema_in_statement(schema), **parts).as_string(None)
+
+
+def _schema_in_statement(schema: str) -> sql.SQL:
+    return sql.SQL(sql.Identifier(schema).as_string(None).replace("%", "%%"))
 
 
 class Queries:
-    """The statements for one schema, rendered once and reused (so the server can prepare them)."""
+    """The statements for one schema, rendered once and reused (so the server can prepare them).
+
+    Each statement that names the schema is meant to be executed with parameters (an empty tuple
+    when it takes none): only then does psycopg turn the "%%" of a name back into "%".
+    """
 
     def __init__(self, schema: str) -> None:
+        problem = schema_name_problem(schema)
+        if problem:
+            raise ConfigurationError(problem)
         self.schema = schema
         self.quoted_schema = sql.Identifier(schema).as_string(None)
 
@@ -165,7 +204,7 @@ class Queries:
         args += [sql.SQL("{} => %s").format(sql.Identifier(name)) for name in options]
         return (
             sql.SQL("select * from {schema}.add_job({args})")
-            .format(schema=sql.Identifier(self.schema), args=sql.SQL(", ").join(args))
+            .format(schema=_schema_in_statement(self.schema), args=sql.SQL(", ").join(args))
             .as_string(None)
         )
 

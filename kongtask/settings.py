@@ -24,6 +24,7 @@ from typing import Any
 
 from . import defaults
 from .errors import ConfigurationError
+from .queries import schema_name_problem
 
 ENV_PREFIX = "KONGTASK_"
 WORKER, ADD_JOB, MIGRATE, JOBS = "worker", "add-job", "migrate", "jobs"
@@ -48,6 +49,16 @@ def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a non-empty string")
     return value.strip()
+
+
+def _schema_name(value: Any) -> str:
+    # Taken as given, not stripped: " jobs" is a legal name, and another schema than "jobs".
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    problem = schema_name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
 
 
 def _whole_number(minimum: int) -> Callable[[Any], int]:
@@ -211,7 +222,7 @@ class Settings:
         shown_default="embedded",
     )
     schema: str = option(
-        defaults.SCHEMA, metavar="NAME", commands=_ALL, parse=_text, passes_as="schema",
+        defaults.SCHEMA, metavar="NAME", commands=_ALL, parse=_schema_name, passes_as="schema",
         help="Database schema that holds the job tables.",
     )
     jobs: int = option(

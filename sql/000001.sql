@@ -1,5 +1,6 @@
 -- kongtask migration 1: the graphile-worker v0.1.0 schema.
--- :KONGTASK_SCHEMA is replaced by the quoted schema name before this file is sent.
+-- The schema token (a colon, then KONGTASK_SCHEMA) stands for the quoted schema name where SQL
+-- code names the schema; kongtask.migrations substitutes it there only, escaped for the place.
 
 create table :KONGTASK_SCHEMA.job_queues (
   queue_name text not null primary key,
