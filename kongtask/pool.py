@@ -72,6 +72,9 @@ class Runner:
         self._outage = OutageLog(log, pool_size=pool.max_size)
         self._workers = [Worker(config, self._resources, self) for _ in range(concurrency)]
         self._idle: collections.OrderedDict[Worker, asyncio.Future[None]] = collections.OrderedDict()
+        # A wake-up that found no idle worker: the job it announces may have been added after a busy
+        # worker's fetch took its snapshot, so the next worker to go idle looks once more first.
+        self._missed_wake = False
         self._stopping = False
         self._forced_at: float | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -100,6 +103,9 @@ class Runner:
         return self._outage
 
     async def idle(self, worker: Worker) -> None:
+        if self._missed_wake:
+            self._missed_wake = False
+            return
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._idle[worker] = waiter
         # A timer rather than wait_for: a NOTIFY then wakes the worker in one hop of the loop.
@@ -140,8 +146,11 @@ class Runner:
     # --- internals ----------------------------------------------------------------------------------
 
     def _wake(self, count: int | None = None) -> None:
-        for worker in list(self._idle)[:count]:
+        woken = list(self._idle)[:count]
+        for worker in woken:
             _settle(self._idle.pop(worker))
+        if count is not None and len(woken) < count:
+            self._missed_wake = True
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals_seen += 1

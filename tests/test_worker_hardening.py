@@ -464,3 +464,40 @@ def test_debug_logs_show_each_fetch_and_release(migrated_url: str, caplog: pytes
     messages = [r.getMessage() for r in caplog.records]
     assert f"fetched job {added.id} (job), attempt 1 of 25" in messages
     assert any(m.startswith(f"released job {added.id}") for m in messages)
+
+
+def test_a_job_notified_while_every_worker_is_fetching_is_not_left_to_the_next_poll(
+    migrated_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The NOTIFY of a job added just after a worker's fetch took its snapshot arrives while that
+    worker is busy: it must not be dropped, or the job waits a whole poll interval."""
+    real = jobs.fetch_job
+    added: list[int] = []
+    ran: list[int] = []
+
+    def notified_while_busy() -> int:
+        return sum("waking no one" in r.getMessage() for r in caplog.records)
+
+    async def fetch_job(conn: psycopg.AsyncConnection[Any], statement: Any, **kwargs: Any) -> Any:
+        found = await real(conn, statement, **kwargs)
+        if found is None and not added and "get_job" in statement[0]:
+            before = notified_while_busy()
+            added.append((await _add(migrated_url, "job")).id)
+            await wait_until_async(lambda: notified_while_busy() > before, what="the NOTIFY to reach the busy pool")
+        return found
+
+    async def job(payload: Any, helpers: kongtask.Helpers) -> None:
+        ran.append(helpers.job.id)
+
+    caplog.set_level(logging.DEBUG, logger="kongtask.pool")
+
+    async def scenario() -> None:
+        runner = await kongtask.run(task_list={"job": job}, connection_string=migrated_url, poll_interval=600)
+        try:
+            monkeypatch.setattr(jobs, "fetch_job", fetch_job)
+            await _add(migrated_url, "other")  # wakes the idle worker into the patched fetch
+            await wait_until_async(lambda: added and ran == added, timeout=20, what="the notified job to run")
+        finally:
+            await runner.stop()
+
+    asyncio.run(scenario())
