@@ -24,6 +24,7 @@ from .errors import ConfigurationError, ConnectionFailed
 from .jobs import register_tolerant_loaders
 from .migrations import migrate_connection
 from .pool import Runner
+from .queries import queries_for
 from .tasks import Task, load_task_directory
 from .worker import WorkerConfig
 
@@ -117,6 +118,7 @@ class RunOptions:
 async def start(options: RunOptions, *, once: bool) -> Runner:
     """Checks the options, migrates, and starts the workers."""
     options.check()
+    queries_for(options.schema)  # a schema name PostgreSQL cannot hold fails before any connection
     tasks = _resolve_tasks(options.task_directory, options.task_list)
     conninfo = resolve_connection_string(options.pool, options.connection_string)
     pool = options.pool
@@ -236,5 +238,6 @@ async def migrate(
 ) -> list[int]:
     """Brings the database to the newest schema; returns the numbers of the migrations applied."""
     resolve_connection_string(pool, connection_string)
+    queries_for(schema)  # a bad schema name fails before any connection
     async with _db.borrow(connection_string, pool) as conn:
         return await migrate_connection(conn, schema)
