@@ -105,14 +105,16 @@ class _JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            # Masked before encoding, which turns line breaks and quotes into escapes that would
+            # hide where a secret ends.
+            "message": mask_password(record.getMessage()),
         }
         for attribute in ("job_id", "task_identifier"):
             if getattr(record, attribute, None) is not None:
                 entry[attribute] = getattr(record, attribute)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return mask_password(json.dumps(entry, ensure_ascii=False, default=str))
+            entry["exception"] = mask_password(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def _configure_logging(settings: Settings) -> None:
