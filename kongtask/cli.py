@@ -203,8 +203,27 @@ def worker(ctx: click.Context, **params: Any) -> None:
     if settings.watch and supervisor_pid() is None:
         ctx.exit(_supervise(ctx, settings))
     tasks = _load_tasks(settings.tasks)
-    with _database(settings) as conninfo:
-        _run(_work(settings, tasks, conninfo))
+    try:
+        with _database(settings) as conninfo:
+            try:
+                _run(_work(settings, tasks, conninfo))
+            finally:
+                _stop_leftover_children()
+    finally:
+        from ._children import bound_exit
+
+        # A thread a task started and never ended would keep the interpreter from exiting.
+        error = sys.exc_info()[1]
+        bound_exit(0 if error is None else 130 if isinstance(error, KeyboardInterrupt) else 1)
+
+
+def _stop_leftover_children() -> None:
+    """Processes tasks started and left running end with the worker, rather than linger."""
+    from ._children import stop_children
+
+    stopped = stop_children()
+    if stopped:
+        log.warning("stopped %d child process(es) that tasks had left running", stopped)
 
 
 def _load_tasks(folder: Path) -> dict[str, Any]:
