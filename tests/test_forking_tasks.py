@@ -177,3 +177,23 @@ def test_a_pool_forked_by_a_task_dies_of_sigterm_like_any_process(tmp_path: Path
         assert worker.stop() == 0
     finally:
         worker.kill()
+
+
+def test_a_thread_a_task_left_running_cannot_hold_the_worker_at_exit(tmp_path: Path, migrated_url: str) -> None:
+    write_task(tmp_path / "tasks", "spin", body="""
+        import os, threading, time
+
+        def task(payload, helpers):
+            threading.Thread(target=time.sleep, args=(1000,), daemon=False).start()  # joined at exit
+            open(os.environ["KT_TEST_OUT"], "w").close()
+    """)
+    out = tmp_path / "started"
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("select graphile_worker.add_job('spin', '{}'::json)")
+    worker = Background("worker", cwd=tmp_path, env=clean_env(DATABASE_URL=migrated_url, KT_TEST_OUT=str(out)))
+    try:
+        worker.wait_until(out.exists, "the task to start its thread", timeout=60)
+        assert worker.stop(timeout=60) == 0
+    finally:
+        worker.kill()
+    assert "exit took over" in worker.output()
