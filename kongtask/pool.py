@@ -26,8 +26,9 @@ log = logging.getLogger("kongtask.pool")
 _FORCED_RELEASE_GRACE_S = 5.0
 
 
-#: The signals a running Runner has taken over in this process, and how many Runners hold each.
+#: The signals a Runner made with ``handle_signals`` takes over.
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: How many running Runners of this process hold them.
 _signal_holders = 0
 _reset_registered = False
 
