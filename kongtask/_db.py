@@ -21,16 +21,112 @@ from .errors import ConfigurationError, ConnectionFailed
 #: forever by default, which turns a typo in a host name into a hang.
 CONNECT_TIMEOUT_S = 5
 
-# The password is whatever lies between "user:" and the last "@" of the URL: a password may hold
-# unencoded "/", "#", "?" or "@" that libpq still accepts.
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<secret>\S*)(?=@)", re.I)
-_KV_PASSWORD = re.compile(r"(?P<head>\b(?:ssl)?password\s*=\s*)(?P<secret>'(?:[^'\\]|\\.)*'|\S+)", re.I)
+# Masking runs on every log line, in the event loop's thread, so its cost must stay linear in the
+# text whatever the text holds. It looks only where a secret can start (after "//" or ":/" and a
+# user name, or after "password="), and every pattern either has bounded repetition or consumes
+# what it scans, so each character is examined a bounded number of times.
+
+#: Text beyond this many characters is not shown: a log line that long is not read, only stored.
+MASK_SCAN_LIMIT = 1_000_000
+#: How far after "user:" a URL's "@" may be: the password may hold unencoded "@", "/" or spaces.
+_URL_SECRET_MAX = 2048
+
+# "scheme://user:", also malformed as "scheme//user:", "scheme:/user:" or "scheme:///user:".
+_URL_USER = re.compile(r"(?::/{1,3}|/{2,3})[^\s:/?#@]{0,256}:")
+_SPACE = re.compile(r"\s")
+_WORD_WITH_AT = re.compile(r"\s+[^\s@]*@")
+# "password=", "PGPASSWORD = ", "sslpassword=" ...
+_PASSWORD_KEY = re.compile(r"password\s{0,32}=\s{0,32}", re.IGNORECASE)
+# A quoted value runs to its closing quote, else to the end of the line; a bare one to a space.
+# A value masked already stays "***", so masking a masked text again changes nothing.
+_PASSWORD_VALUE = re.compile(r"""\*\*\*(?=['"\s]|$)|'[^'\\\n]*(?:\\.[^'\\\n]*)*'?|"[^"\\\n]*(?:\\.[^"\\\n]*)*"?|\S+""")
 
 
 def mask_password(text: str) -> str:
-    """``text`` with any password in a connection URL or ``password=`` pair replaced by ``***``."""
-    text = _URL_PASSWORD.sub(r"\g<head>***", text)
-    return _KV_PASSWORD.sub(r"\g<head>***", text)
+    """``text`` with whatever looks like a password in a connection string replaced by ``***``.
+
+    Also in strings that do not parse: ``user:secret@host`` after something URL-like (the secret
+    may hold spaces or "@") and ``password=`` values. Beyond :data:`MASK_SCAN_LIMIT` characters
+    the text is cut, with a note saying how much.
+    """
+    limit = min(len(text), MASK_SCAN_LIMIT)
+    spans = _secret_spans(text, limit)
+    if not spans and limit == len(text):
+        return text
+    pieces: list[str] = []
+    shown = 0
+    for start, end in spans:
+        if start < shown:  # overlaps a secret already masked
+            shown = max(shown, end)
+            continue
+        pieces += (text[shown:start], "***")
+        shown = end
+    cut = max(limit, shown)
+    pieces.append(text[shown:cut])
+    if cut < len(text):
+        pieces.append(f" [... {len(text) - cut} more characters not shown]")
+    return "".join(pieces)
+
+
+def _secret_spans(text: str, limit: int) -> list[tuple[int, int]]:
+    """Where the secrets starting before ``limit`` are, in order; they may overlap."""
+    return sorted([*_url_secrets(text, limit), *_keyword_secrets(text, limit)])
+
+
+def _url_secrets(text: str, limit: int) -> Iterator[tuple[int, int]]:
+    """The spans from after ``user:`` to the "@" before the host.
+
+    A password may hold unencoded "@" and spaces, so the secret runs to the last "@" of the first
+    word after it that holds one, and on through each next word that holds an "@" ("u:p w@h/db",
+    "u:p@ss@h/db", "u:p@ss w@h/db"), on the same line and within :data:`_URL_SECRET_MAX`
+    characters.
+    """
+    end = len(text)
+    # Caches: no scan below re-reads text an earlier one has passed.
+    next_at = next_newline = -1
+    pos = 0
+    while pos < limit:
+        head = _URL_USER.search(text, pos, limit + 262)
+        if head is None or head.start() >= limit:
+            return
+        start = head.end()
+        if next_at < start:
+            next_at = text.find("@", start)
+            if next_at < 0:
+                return
+        if next_newline < start:
+            next_newline = text.find("\n", start)
+            if next_newline < 0:
+                next_newline = end
+        window_end = min(next_newline, start + _URL_SECRET_MAX)
+        if next_at >= window_end:
+            pos = start - 1  # that ":" may begin the next "://"
+            continue
+        at = next_at
+        while True:
+            space = _SPACE.search(text, at, window_end)
+            at = text.rfind("@", at, window_end if space is None else space.start())
+            more = None if space is None else _WORD_WITH_AT.match(text, space.start(), window_end)
+            if more is None:
+                break
+            at = more.end() - 1
+        yield start, at
+        pos = at
+
+
+def _keyword_secrets(text: str, limit: int) -> Iterator[tuple[int, int]]:
+    """The spans of the values of ``password=`` pairs."""
+    pos = 0
+    while pos < limit:
+        key = _PASSWORD_KEY.search(text, pos, limit + 80)
+        if key is None or key.start() >= limit:
+            return
+        value = _PASSWORD_VALUE.match(text, key.end())
+        if value is None or value.end() == value.start():
+            pos = key.end()
+            continue
+        yield value.start(), value.end()
+        pos = value.end()
 
 
 def connection_kwargs(conninfo: str) -> dict[str, Any]:
@@ -38,9 +134,14 @@ def connection_kwargs(conninfo: str) -> dict[str, Any]:
     try:
         params = _conninfo.conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as exc:
+        # libpq quotes the part it choked on, which may be the password itself.
+        reason = _first_line(exc)
+        for start, end in _secret_spans(conninfo, len(conninfo)):
+            reason = reason.replace(f'"{conninfo[start:end]}"', '"***"')
         raise ConfigurationError(
-            f"invalid connection string {mask_password(conninfo)!r}: {_first_line(exc)}; "
-            "expected a URL like postgres://user:password@host:5432/dbname"
+            f"invalid connection string {mask_password(conninfo)!r}: {mask_password(reason)}; "
+            "expected a URL like postgres://user:password@host:5432/dbname, with special characters "
+            "in the password percent-encoded (e.g. \"@\" as %40, space as %20, \"/\" as %2F)"
         ) from None
     kwargs: dict[str, Any] = {"autocommit": True}
     if "connect_timeout" not in params:
@@ -57,7 +158,20 @@ def describe_target(conninfo: str) -> str:
     host = str(params.get("host") or "localhost")
     port = str(params.get("port") or "5432")
     dbname = str(params.get("dbname") or params.get("user") or "")
-    return f"{host}:{port}/{dbname}"
+    return _hide_misplaced_userinfo(f"{host}:{port}/{dbname}", params)
+
+
+def _hide_misplaced_userinfo(text: str, params: dict[str, Any]) -> str:
+    """``text`` without the piece of a password that libpq took for a host or a database name.
+
+    An unencoded "@" in a URL's password ("postgresql://u:p@ss@h/db") gives host "ss@h", and
+    "postgres:///u:pw@h" gives database "u:pw@h".
+    """
+    for name in ("host", "dbname", "user"):
+        value = str(params.get(name) or "")
+        if "@" in value:
+            text = text.replace(value, "***@" + value.rsplit("@", 1)[1])
+    return text
 
 
 #: What a server says at connect time when it means "not now" rather than "never": it is starting,
@@ -90,6 +204,10 @@ def refusal_is_transient(text: str) -> bool:
 def connection_failed(conninfo: str, exc: BaseException) -> ConnectionFailed:
     """The one-line error for a connection that could not be opened."""
     reason = mask_password(_first_line(exc)) or type(exc).__name__
+    try:
+        reason = _hide_misplaced_userinfo(reason, _conninfo.conninfo_to_dict(conninfo))
+    except psycopg.ProgrammingError:
+        pass
     return ConnectionFailed(
         f"cannot connect to PostgreSQL at {describe_target(conninfo)}: {reason} "
         "(check DATABASE_URL or --connection, and that the server is running)",

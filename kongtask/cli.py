@@ -123,14 +123,16 @@ class _JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            # Masked before encoding, which turns line breaks and quotes into escapes that would
+            # hide where a secret ends.
+            "message": mask_password(record.getMessage()),
         }
         for attribute in ("job_id", "task_identifier"):
             if getattr(record, attribute, None) is not None:
                 entry[attribute] = getattr(record, attribute)
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return mask_password(json.dumps(entry, ensure_ascii=False, default=str))
+            entry["exception"] = mask_password(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -234,8 +236,27 @@ def worker(ctx: click.Context, **params: Any) -> None:
     if supervisor_pid() is not None:
         signal.signal(RELOAD_SIGNAL, _interrupt)  # retired before it is up: unwind as on SIGTERM
     tasks = _load_tasks(settings.tasks)
-    with _database(settings, announce=logging.INFO) as conninfo:
-        _run(_work(settings, tasks, conninfo))
+    try:
+        with _database(settings, announce=logging.INFO) as conninfo:
+            try:
+                _run(_work(settings, tasks, conninfo))
+            finally:
+                _stop_leftover_children()
+    finally:
+        from ._children import bound_exit
+
+        # A thread a task started and never ended would keep the interpreter from exiting.
+        error = sys.exc_info()[1]
+        bound_exit(0 if error is None else 130 if isinstance(error, KeyboardInterrupt) else 1)
+
+
+def _stop_leftover_children() -> None:
+    """Processes tasks started and left running end with the worker, rather than linger."""
+    from ._children import stop_children
+
+    stopped = stop_children()
+    if stopped:
+        log.warning("stopped %d child process(es) that tasks had left running", stopped)
 
 
 def _load_tasks(folder: Path) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._children import spare_child
 from ._embedded import EmbeddedServer
 from .errors import ConfigurationError, KongtaskError
 
@@ -209,11 +210,13 @@ def _ensure_watchdog(home: Path) -> None:
         try:
             # Nothing of ours it should not carry: not the --watch marker, which names our supervisor.
             env = {k: v for k, v in os.environ.items() if not k.startswith("_KONGTASK")}
-            subprocess.Popen(
+            watchdog = subprocess.Popen(
                 [sys.executable, "-m", "kongtask._embedded_watchdog", str(home), str(fd)],
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, pass_fds=(fd,), cwd=home, env=env,
                 start_new_session=True,  # no terminal's signal reaches it
             )
+            # It must outlive this process: the worker stops the children that tasks left, not it.
+            spare_child(watchdog.pid)
         finally:
             os.close(log_fd)
     finally:

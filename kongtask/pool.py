@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import signal
 import time
 from collections.abc import Generator
@@ -33,6 +34,43 @@ _FORCED_RELEASE_GRACE_S = 5.0
 
 #: How often a running pool says which due jobs wait for tasks it does not have (seconds).
 UNKNOWN_TASKS_REPORT_INTERVAL_S = 60.0
+
+
+#: The signals a Runner made with ``handle_signals`` takes over.
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: How many running Runners of this process hold them.
+_signal_holders = 0
+_reset_registered = False
+
+
+def _reset_signals_in_child() -> None:
+    """In a process forked while a Runner held the signals: give them back to the process.
+
+    A forked child inherits the event loop's signal wake-up socket. Its SIGTERM (sent by
+    ``Pool.terminate()``, say) would be written into that socket and read by the parent's loop
+    as the worker's own SIGTERM; and the loop's handler would keep the child from dying of it.
+    """
+    global _signal_holders
+    if _signal_holders == 0:
+        return
+    _signal_holders = 0
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # what a new Python process has
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def _hold_signals() -> None:
+    global _signal_holders, _reset_registered
+    if not _reset_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_reset_signals_in_child)
+        _reset_registered = True
+    _signal_holders += 1
+
+
+def _release_signals() -> None:
+    global _signal_holders
+    _signal_holders = max(0, _signal_holders - 1)
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:
@@ -82,8 +120,9 @@ class Runner:
         self._crash: BaseException | None = None
         if handle_signals:
             # Before any worker starts: off the main thread this raises, and nothing is running yet.
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            for sig in _HANDLED_SIGNALS:
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
+            _hold_signals()
         self._worker_tasks = [WorkerTask(w.run(once=once), loop=self._loop) for w in self._workers]
         for task in self._worker_tasks:
             task.add_done_callback(self._on_worker_done)
@@ -215,8 +254,9 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             if self._handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                for sig in _HANDLED_SIGNALS:
                     self._loop.remove_signal_handler(sig)
+                _release_signals()
             await asyncio.to_thread(self._resources.close_sync_pool)
             if self._owns_pool:
                 await self._pool.close()

@@ -154,6 +154,32 @@ def test_the_server_stops_by_itself_after_its_last_kongtask_is_killed(project: P
         worker.kill()
 
 
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="looks for the watchdog in /proc")
+def test_the_watchdog_outlives_the_worker_that_started_it(project: Path) -> None:
+    """A worker stops the child processes its tasks left behind when it exits, never the watchdog:
+    the server must still stop by itself after the last other kongtask is killed."""
+    first = Background("worker", cwd=project, env=env_for(project))
+    second: Background | None = None
+    try:
+        first.wait_for("worker started", timeout=60)
+        home = project_home(project)
+        started_by_first = watchdogs_of(home)
+        assert started_by_first
+        second = Background("worker", cwd=project, env=env_for(project))
+        second.wait_for("worker started", timeout=60)
+        assert first.stop() == 0
+        assert watchdogs_of(home) == started_by_first
+        server = server_in(home)
+        assert server.is_running()
+        second.process.kill()
+        second.process.wait(10)
+        wait_until(lambda: not server.is_running(), timeout=15, what="the server to stop once no kongtask uses it")
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
 # --- `kongtask embedded list` and `remove` ------------------------------------------------------------
 
 
