@@ -117,6 +117,10 @@ class _TextFormatter(logging.Formatter):
         return mask_password(super().format(record))
 
 
+#: The fields of a job's log records (the worker's lines and a task's own), as JSON keys.
+_JOB_FIELDS = ("job_id", "task", "queue", "attempt", "max_attempts", "duration_ms", "error", "task_identifier")
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -127,9 +131,10 @@ class _JsonFormatter(logging.Formatter):
             # hide where a secret ends.
             "message": mask_password(record.getMessage()),
         }
-        for attribute in ("job_id", "task_identifier"):
-            if getattr(record, attribute, None) is not None:
-                entry[attribute] = getattr(record, attribute)
+        for attribute in _JOB_FIELDS:
+            value = getattr(record, attribute, None)
+            if value is not None:
+                entry[attribute] = mask_password(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exception"] = mask_password(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False, default=str)

@@ -61,7 +61,10 @@ def _job_logger(task_name: str, job: Job) -> logging.Logger:
 
     def tag(record: logging.LogRecord) -> bool:
         record.job_id = job.id
-        record.task_identifier = task_name
+        record.task = record.task_identifier = task_name
+        record.queue = job.queue_name
+        record.attempt = job.attempts
+        record.max_attempts = job.max_attempts
         return True
 
     logger.addFilter(tag)

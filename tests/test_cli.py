@@ -152,12 +152,20 @@ def test_version_and_help(tmp_path: Path) -> None:
 
 def test_json_log_format_writes_one_json_object_per_line(project: Path, migrated_url: str) -> None:
     env = env_for(project, migrated_url)
+    write_task(project / "tasks", "boom", body="def task(payload, helpers):\n    raise ValueError('no luck')\n")
     assert run("add-job", "record", cwd=project, env=env).returncode == 0
+    assert run("add-job", "boom", "--queue", "q", "--max-attempts", "3", cwd=project, env=env).returncode == 0
     result = run("worker", "--once", "--log-format", "json", cwd=project, env=env)
     assert result.returncode == 0
     entries = [json.loads(line) for line in result.stderr.splitlines()]
     assert any(e["message"].startswith("Completed task") and e["level"] == "info" for e in entries)
     assert all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
+    # A job's lines carry its facts as fields, for log search without parsing messages.
+    [failed] = [e for e in entries if e["message"].startswith("Failed task")]
+    assert {k: failed[k] for k in ("task", "queue", "attempt", "max_attempts", "error")} == {
+        "task": "boom", "queue": "q", "attempt": 1, "max_attempts": 3, "error": "no luck"
+    }
+    assert isinstance(failed["job_id"], int) and isinstance(failed["duration_ms"], float)
 
 
 def _with_password(url: str, password: str) -> str:
