@@ -7,6 +7,7 @@ v0.1.0 database, whoever migrated it. Each function takes ``connection_string`` 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -17,22 +18,27 @@ from . import defaults
 from ._db import borrow
 from .errors import ConfigurationError
 from .job import Job
-from .jobs import fetch_job
+from .jobs import TolerantTimestamptzLoader, fetch_job
 from .queries import queries_for
 
-JobState = Literal["all", "locked", "failed", "dead"]
-JOB_STATES: tuple[JobState, ...] = ("all", "locked", "failed", "dead")
+JobState = Literal["all", "locked", "failed", "dead", "unknown-task"]
+JOB_STATES: tuple[JobState, ...] = ("all", "locked", "failed", "dead", "unknown-task")
 
 
 @dataclass(frozen=True)
 class JobSummary:
-    """A job as the admin listing shows it, with the lock on its queue."""
+    """A job as the admin listing shows it, with the lock on its queue.
+
+    ``run_at`` is ``None`` when the database holds a time Python cannot represent (``infinity``,
+    ``-infinity``, a BC date, a year past 9999); ``run_at_text`` always has the server's own text.
+    """
 
     id: int
     task_identifier: str
     queue_name: str
     priority: int
-    run_at: datetime
+    run_at: datetime | None
+    run_at_text: str
     attempts: int
     max_attempts: int
     last_error: str | None
@@ -40,16 +46,39 @@ class JobSummary:
     locked_at: datetime | None
 
 
+class _NoneForUnrepresentable(TolerantTimestamptzLoader):
+    """A timestamptz Python cannot represent becomes ``None`` rather than failing the whole listing;
+    the listing carries the server's own text beside it."""
+
+    def unrepresentable(self, text: bytes) -> datetime | None:
+        return None
+
+
 async def list_jobs(
-    state: JobState = "all", *, limit: int = 100, schema: str = defaults.SCHEMA, **target: Any
+    state: JobState = "all",
+    *,
+    limit: int = 100,
+    task: str | None = None,
+    queue: str | None = None,
+    known_tasks: Collection[str] | None = None,
+    schema: str = defaults.SCHEMA,
+    **target: Any,
 ) -> list[JobSummary]:
     """Jobs in ``state``: ``locked`` (their queue is held by a worker), ``failed`` (will be retried),
-    ``dead`` (attempts reached max_attempts: never retried unless you say so), or ``all``."""
+    ``dead`` (attempts reached max_attempts: never retried unless you say so), ``unknown-task``
+    (their task is not among ``known_tasks``, so a worker with just those tasks never runs them),
+    or ``all``. ``task`` and ``queue`` keep only the jobs of that task identifier or queue name."""
     if state not in JOB_STATES:
         raise ConfigurationError(f"unknown job state {state!r}; choose one of {', '.join(JOB_STATES)}")
+    if state == "unknown-task" and known_tasks is None:
+        raise ConfigurationError("state 'unknown-task' needs known_tasks: the task names you have")
+    params = {
+        "state": state, "limit": limit, "task": task, "queue": queue, "known_tasks": sorted(known_tasks or ()),
+    }
     async with borrow(**target) as conn:
         async with conn.cursor(row_factory=class_row(JobSummary)) as cur:
-            await cur.execute(queries_for(schema).list_jobs, {"state": state, "limit": limit})
+            cur.adapters.register_loader("timestamptz", _NoneForUnrepresentable)
+            await cur.execute(queries_for(schema).list_jobs, params)
             return await cur.fetchall()
 
 
@@ -62,8 +91,9 @@ async def unlock_worker(worker_id: str, *, schema: str = defaults.SCHEMA, **targ
 
 
 async def _one_job(query: str, params: tuple[Any, ...], target: dict[str, Any]) -> Job | None:
+    # Tolerant: a job added from SQL with run_at 'infinity' must still be retried or deleted.
     async with borrow(**target) as conn:
-        return await fetch_job(conn, (query, params))
+        return await fetch_job(conn, (query, params), tolerant=True)
 
 
 async def retry_job(job_id: int, *, schema: str = defaults.SCHEMA, **target: Any) -> Job | None:

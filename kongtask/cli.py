@@ -17,7 +17,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ from click.core import ParameterSource
 
 import kongtask
 
+from . import jobs as jobs_api
 from . import settings as config
 from ._db import describe_target, mask_password
-from .errors import ConfigurationError, KongtaskError
+from .errors import ConfigurationError, KongtaskError, PayloadError
 from .settings import ADD_JOB, JOBS, MIGRATE, WORKER, Option, Settings
 from .watch import RELOAD_SIGNAL, supervise, supervisor_pid
 
@@ -45,7 +46,7 @@ def _shown_default(opt: Option) -> str:
     if opt.shown_default is not None:
         return opt.shown_default
     if isinstance(opt.default, bool):
-        return "off"
+        return "on" if opt.default else "off"
     shown = opt.show(opt.default)
     return shown[:-2] if shown.endswith(".0") else shown
 
@@ -324,8 +325,9 @@ async def _stop_when_orphaned(runner: kongtask.Runner, supervisor: int) -> None:
 
 
 def _supervise(ctx: click.Context, settings: Settings) -> int:
-    if not settings.tasks.is_dir():
-        raise ConfigurationError(f"tasks folder {settings.tasks} does not exist; create it or pass --tasks DIR")
+    from .tasks import check_task_directory
+
+    check_task_directory(settings.tasks)
     with _database(settings, announce=logging.INFO) as conninfo:
         _run(kongtask.migrate(connection_string=conninfo, schema=settings.schema))  # fails fast
         env = dict(os.environ)
@@ -348,9 +350,34 @@ def add_job(ctx: click.Context, task: str, payload_json: str | None, **params: A
     """
     payload = _parse_payload(ctx, payload_json)
     settings = _settings(ctx, ADD_JOB, params)
+    # Every value is checked here, before a server is started or anything is written.
+    if not task.strip():
+        raise click.BadParameter("must not be empty", ctx, param_hint="TASK")
+    options = config.library_arguments(settings, ADD_JOB)
+    schema = options.pop("schema")
+    try:
+        statement = jobs_api.add_job_statement(schema, task, payload, **options)
+    except PayloadError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+    _warn_if_no_task_file(settings.tasks, task)
     with _database(settings) as conninfo:
-        job = _run(_add_job(settings, conninfo, task, payload))
+        job = _run(_add_job(settings, conninfo, statement))
     click.echo(job.id)
+
+
+def _local_task_names(folder: Path) -> set[str]:
+    from .tasks import task_files
+
+    return {path.stem for path in task_files(folder)}
+
+
+def _warn_if_no_task_file(folder: Path, task: str) -> None:
+    # Only where there is a tasks folder to go by: add-job is often run far from any worker's files.
+    if folder.is_dir() and task not in _local_task_names(folder):
+        log.warning(
+            "no task file %s here; a worker without a task named %r will never run this job",
+            folder / f"{task}.py", task,
+        )
 
 
 def _parse_payload(ctx: click.Context, text: str | None) -> Any:
@@ -366,14 +393,24 @@ def _parse_payload(ctx: click.Context, text: str | None) -> Any:
             """(quote it for the shell, e.g. '{"to": "a@example.com"}')""",
             ctx, param_hint="PAYLOAD_JSON",
         ) from None
+    except RecursionError:
+        raise click.BadParameter(
+            "nested too deeply for Python to read; flatten it", ctx, param_hint="PAYLOAD_JSON"
+        ) from None
+    except ValueError as exc:  # e.g. a number past Python's limit on digits
+        raise click.BadParameter(f"cannot be read: {str(exc).split(';')[0]}", ctx, param_hint="PAYLOAD_JSON") from None
 
 
-async def _add_job(settings: Settings, conninfo: str, task: str, payload: Any) -> kongtask.Job:
+async def _add_job(settings: Settings, conninfo: str, statement: tuple[str, tuple[Any, ...]]) -> kongtask.Job:
     if settings.connection is None:
         # The embedded database may be brand new.
         await kongtask.migrate(connection_string=conninfo, schema=settings.schema)
-    options = config.library_arguments(settings, ADD_JOB)
-    return await kongtask.add_job(task, payload, connection_string=conninfo, **options)
+    from ._db import borrow
+
+    async with borrow(conninfo) as conn:
+        job = await jobs_api.fetch_job(conn, statement)
+    assert job is not None
+    return job
 
 
 @cli.command()
@@ -400,28 +437,45 @@ def jobs() -> None:
 
 def _admin(ctx: click.Context, params: Mapping[str, Any], function: str, *args: Any, **kwargs: Any) -> Any:
     """Calls ``kongtask.admin.<function>`` on the configured database."""
+    return _call_admin(_settings(ctx, JOBS, params), function, *args, **kwargs)
+
+
+def _call_admin(settings: Settings, function: str, *args: Any, **kwargs: Any) -> Any:
     from . import admin
 
-    settings = _settings(ctx, JOBS, params)
     with _database(settings) as conninfo:
         call = getattr(admin, function)
         return _run(call(*args, connection_string=conninfo, schema=settings.schema, **kwargs))
 
 
 @jobs.command("list")
-@click.option("--state", type=click.Choice(["all", "locked", "failed", "dead"]), default="all", show_default=True,
-              help="locked: held by a worker now; failed: will be retried; dead: attempts used up.")
+@click.option("--state", type=click.Choice(["all", "locked", "failed", "dead", "unknown-task"]), default="all",
+              show_default=True,
+              help="locked: held by a worker now; failed: will be retried; dead: attempts used up; "
+              "unknown-task: no file for its task in the tasks folder (--tasks), so no worker of it runs them.")
+@click.option("--task", "task", metavar="NAME", help="Only the jobs of this task.")
+@click.option("--queue", "queue", metavar="NAME", help="Only the jobs in this queue.")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="At most this many jobs.")
 @_with_options(JOBS)
 @click.pass_context
-def jobs_list(ctx: click.Context, state: str, limit: int, **params: Any) -> None:
+def jobs_list(ctx: click.Context, state: str, task: str | None, queue: str | None, limit: int, **params: Any) -> None:
     """List jobs, with their last error and the lock on their queue."""
-    rows = _admin(ctx, params, "list_jobs", state, limit=limit)
+    settings = _settings(ctx, JOBS, params)
+    known = None
+    if state == "unknown-task":
+        if not settings.tasks.is_dir():
+            raise click.UsageError(
+                f"--state unknown-task compares jobs with the task files in {settings.tasks}, which is not "
+                "a folder here; run it in the project, or pass --tasks DIR", ctx,
+            )
+        known = _local_task_names(settings.tasks)
+    rows = _call_admin(settings, "list_jobs", state, limit=limit, task=task, queue=queue, known_tasks=known)
     click.echo("id\ttask\tqueue\tpriority\trun_at\tattempts\tlocked_by\tlast_error")
     for r in rows:
         error = (r.last_error or "").replace("\n", " ")[:200]
+        run_at = r.run_at.isoformat() if r.run_at is not None else r.run_at_text
         click.echo(
-            f"{r.id}\t{r.task_identifier}\t{r.queue_name}\t{r.priority}\t{r.run_at.isoformat()}\t"
+            f"{r.id}\t{r.task_identifier}\t{r.queue_name}\t{r.priority}\t{run_at}\t"
             f"{r.attempts}/{r.max_attempts}\t{r.locked_by or ''}\t{error}"
         )
 
@@ -499,7 +553,9 @@ def show_config(ctx: click.Context, **params: Any) -> None:
             click.echo(f"# {opt.name} is not set{note}")
             continue
         value = config.display(settings, opt)
-        shown = value if isinstance(getattr(settings, opt.name), (bool, int, float)) else json.dumps(value)
+        # As TOML would have it: numbers (durations too) and booleans bare, everything else quoted.
+        bare = isinstance(getattr(settings, opt.name), (bool, int, float, timedelta))
+        shown = value if bare else json.dumps(value)
         click.echo(f"{opt.name} = {shown}  # {source}")
 
 

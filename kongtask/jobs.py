@@ -29,6 +29,13 @@ UPSTREAM_JOB_EXPIRY = timedelta(hours=4)
 
 _Statement = tuple[str, tuple[Any, ...]]
 
+#: The longest task identifier or queue name a job may have. v0.1.0's columns are unbounded text,
+#: but a name of thousands of characters fails inside PostgreSQL's index on the queue; upstream's
+#: later schema caps both at 128, and so does kongtask, before anything is sent.
+MAX_NAME_LENGTH = 128
+#: max_attempts is an int4 column.
+MAX_ATTEMPTS = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class UndecodablePayload:
@@ -74,12 +81,15 @@ class TolerantTimestamptzLoader(Loader):
         assert _StrictTimestamptzLoader is not None
         self._strict = _StrictTimestamptzLoader(oid, context)
 
-    def load(self, data: Buffer) -> datetime:
+    def load(self, data: Buffer) -> datetime | None:
         try:
             return self._strict.load(data)  # type: ignore[no-any-return]
         except psycopg.DataError:
-            text = bytes(data)
-            return DISTANT_PAST if text.startswith(b"-") or text.endswith(b" BC") else DISTANT_FUTURE
+            return self.unrepresentable(bytes(data))
+
+    def unrepresentable(self, text: bytes) -> datetime | None:
+        """What a value Python cannot hold loads as, given the server's text of it."""
+        return DISTANT_PAST if text.startswith(b"-") or text.endswith(b" BC") else DISTANT_FUTURE
 
 
 def register_tolerant_loaders(target: AdaptersMap) -> None:
@@ -94,11 +104,53 @@ def encode_payload(payload: Any) -> str:
         payload = {}
     try:
         # NaN and Infinity are not JSON, and PostgreSQL's json type rejects them.
-        return json.dumps(payload, allow_nan=False, ensure_ascii=False)
+        text = json.dumps(payload, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(
             f"job payload cannot be serialised to JSON ({exc}); pass dicts, lists, strings, "
             "finite numbers, booleans and None only"
+        ) from None
+    _check_utf8("job payload", text)
+    return text
+
+
+def _check_utf8(what: str, text: str) -> None:
+    # A lone surrogate ("\ud800" in JSON, or an undecodable byte in a command-line argument) is a
+    # valid Python str that cannot travel to PostgreSQL as UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PayloadError(
+            f"{what} holds a lone surrogate ({text[exc.start:exc.end]!r} at character {exc.start}) "
+            "that cannot be sent as UTF-8; use whole characters only"
+        ) from None
+
+
+def _check_name(what: str, name: str) -> None:
+    if len(name) > MAX_NAME_LENGTH:
+        raise PayloadError(
+            f"{what} is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed"
+        )
+    _check_utf8(what, name)
+
+
+def check_run_at(run_at: datetime) -> None:
+    """Raises :class:`PayloadError` unless ``run_at`` is aware and representable in UTC.
+
+    PostgreSQL stores years past 9999 and BC dates, but Python cannot hold them: a job added with
+    one could not be read back (by this call, the worker or ``kongtask jobs``).
+    """
+    if run_at.tzinfo is None or run_at.utcoffset() is None:
+        raise PayloadError(
+            f"run_at {run_at.isoformat()} has no time zone; pass an aware datetime, "
+            "e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
+        )
+    try:
+        run_at.astimezone(timezone.utc)
+    except OverflowError:
+        raise PayloadError(
+            f"run_at {run_at.isoformat()} falls outside years 1 to 9999 in UTC; "
+            "give a time between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
         ) from None
 
 
@@ -114,20 +166,19 @@ def add_job_statement(
     """Checks the options of one job and builds its ``add_job`` call."""
     if not isinstance(identifier, str) or not identifier:
         raise PayloadError(f"task identifier must be a non-empty string, got {identifier!r}")
-    if queue_name is not None and not isinstance(queue_name, str):
-        raise PayloadError(f"queue_name must be a string, got {queue_name!r}")
+    _check_name("task identifier", identifier)
+    if queue_name is not None:
+        if not isinstance(queue_name, str):
+            raise PayloadError(f"queue_name must be a string, got {queue_name!r}")
+        _check_name("queue_name", queue_name)
     if run_at is not None:
         if not isinstance(run_at, datetime):
             raise PayloadError(f"run_at must be a datetime, got {run_at!r}")
-        if run_at.tzinfo is None or run_at.utcoffset() is None:
-            raise PayloadError(
-                f"run_at {run_at.isoformat()} has no time zone; pass an aware datetime, "
-                "e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
-            )
+        check_run_at(run_at)
     if max_attempts is not None and (
-        isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
+        isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= MAX_ATTEMPTS
     ):
-        raise PayloadError(f"max_attempts must be a whole number of at least 1, got {max_attempts!r}")
+        raise PayloadError(f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS}, got {max_attempts!r}")
     given = {"queue_name": queue_name, "run_at": run_at, "max_attempts": max_attempts}
     options = tuple(name for name in ADD_JOB_OPTIONS if given[name] is not None)
     params = (identifier, encode_payload(payload), *(given[name] for name in options))

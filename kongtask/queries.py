@@ -146,14 +146,18 @@ class Queries:
         )
 
         # --- admin: plain SQL on the v0.1.0 tables, no schema of their own ---
+        # run_at also as the server's text: it may hold a time Python cannot (infinity, BC, 10000).
         self.list_jobs = _render(
-            "select j.id, j.task_identifier, j.queue_name, j.priority, j.run_at, j.attempts,"
-            " j.max_attempts, j.last_error, q.locked_by, q.locked_at"
+            "select j.id, j.task_identifier, j.queue_name, j.priority, j.run_at, j.run_at::text as run_at_text,"
+            " j.attempts, j.max_attempts, j.last_error, q.locked_by, q.locked_at"
             " from {schema}.jobs j left join {schema}.job_queues q on q.queue_name = j.queue_name"
             " where (%(state)s = 'all'"
             "   or (%(state)s = 'locked' and q.locked_by is not null)"
             "   or (%(state)s = 'failed' and j.last_error is not null and j.attempts < j.max_attempts)"
-            "   or (%(state)s = 'dead' and j.attempts >= j.max_attempts))"
+            "   or (%(state)s = 'dead' and j.attempts >= j.max_attempts)"
+            "   or (%(state)s = 'unknown-task' and j.task_identifier <> all(%(known_tasks)s::text[])))"
+            " and (%(task)s::text is null or j.task_identifier = %(task)s)"
+            " and (%(queue)s::text is null or j.queue_name = %(queue)s)"
             " order by j.priority, j.run_at, j.id limit %(limit)s",
             schema,
         )

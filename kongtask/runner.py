@@ -25,7 +25,7 @@ from .jobs import register_tolerant_loaders
 from .migrations import migrate_connection
 from .pool import Runner
 from .queries import queries_for
-from .tasks import Task, load_task_directory
+from .tasks import Task, a_type_name, load_task_directory
 from .worker import WorkerConfig
 
 log = logging.getLogger("kongtask.runner")
@@ -52,9 +52,12 @@ def _resolve_tasks(task_directory: str | Path | None, task_list: Mapping[str, Ta
         tasks = load_task_directory(task_directory)
     else:
         raise ConfigurationError("no tasks given: pass task_directory= (a folder of task files) or task_list=")
+    if not tasks:
+        where = f"task folder {task_directory} has no task files" if task_list is None else "task_list is empty"
+        raise ConfigurationError(f"no runnable tasks: {where}; a worker needs at least one task")
     for name, fn in tasks.items():
         if not callable(fn):
-            raise ConfigurationError(f"task {name!r} is a {type(fn).__name__}, not a function")
+            raise ConfigurationError(f"task {name!r} is {a_type_name(fn)}, not a function")
     return tasks
 
 
@@ -98,6 +101,7 @@ class RunOptions:
     heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL
     task_timeout: float | None = defaults.TASK_TIMEOUT
     handle_signals: bool = False
+    log_success: bool | None = None
 
     def check(self) -> None:
         if self.concurrency < 1:
@@ -113,6 +117,11 @@ class RunOptions:
             )
         if self.task_timeout is not None and self.task_timeout <= 0:
             raise ConfigurationError(f"task_timeout must be positive, got {self.task_timeout}")
+
+
+def _log_success(given: bool | None) -> bool:
+    # Upstream's NO_LOG_SUCCESS is honoured only when the caller has not said.
+    return given if given is not None else not os.environ.get("NO_LOG_SUCCESS")
 
 
 async def start(options: RunOptions, *, once: bool) -> Runner:
@@ -146,7 +155,7 @@ async def start(options: RunOptions, *, once: bool) -> Runner:
         schema=options.schema,
         poll_interval=options.poll_interval,
         job_expiry=options.job_expiry,
-        log_success=not os.environ.get("NO_LOG_SUCCESS"),
+        log_success=_log_success(options.log_success),
         task_timeout=options.task_timeout,
     )
     try:
@@ -180,6 +189,7 @@ async def run(
     heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
     task_timeout: float | None = defaults.TASK_TIMEOUT,
     handle_signals: bool = False,
+    log_success: bool | None = None,
 ) -> Runner:
     """Migrates, then runs ``concurrency`` workers until stopped; returns the running :class:`Runner`.
 
@@ -191,11 +201,13 @@ async def run(
       every heartbeat; a lock older than ``job_expiry`` belongs to a dead worker and is taken over.
     - ``task_timeout`` (seconds): the default limit for one task; a task may set its own.
     - ``handle_signals``: SIGINT/SIGTERM stop gracefully; a second signal stops at once.
+    - ``log_success``: log a ``Completed task ...`` line per successful job; ``None`` (the default)
+      means yes unless the environment variable ``NO_LOG_SUCCESS`` is set, as upstream.
     """
     return await start(
         RunOptions(
             task_directory, task_list, pool, connection_string, schema, concurrency, poll_interval,
-            shutdown_timeout, job_expiry, heartbeat_interval, task_timeout, handle_signals,
+            shutdown_timeout, job_expiry, heartbeat_interval, task_timeout, handle_signals, log_success,
         ),
         once=False,
     )
@@ -215,6 +227,7 @@ async def run_once(
     heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
     task_timeout: float | None = defaults.TASK_TIMEOUT,
     handle_signals: bool = False,
+    log_success: bool | None = None,
 ) -> None:
     """Migrates, then runs every runnable job with ``concurrency`` workers and returns.
 
@@ -223,7 +236,7 @@ async def run_once(
     runner = await start(
         RunOptions(
             task_directory, task_list, pool, connection_string, schema, concurrency, poll_interval,
-            shutdown_timeout, job_expiry, heartbeat_interval, task_timeout, handle_signals,
+            shutdown_timeout, job_expiry, heartbeat_interval, task_timeout, handle_signals, log_success,
         ),
         once=True,
     )

@@ -18,12 +18,13 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from . import defaults
 from .errors import ConfigurationError
+from .jobs import MAX_ATTEMPTS, MAX_NAME_LENGTH
 from .queries import schema_name_problem
 
 ENV_PREFIX = "KONGTASK_"
@@ -61,7 +62,7 @@ def _schema_name(value: Any) -> str:
     return value
 
 
-def _whole_number(minimum: int) -> Callable[[Any], int]:
+def _whole_number(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):
             raise ValueError("expected a whole number")
@@ -73,6 +74,8 @@ def _whole_number(minimum: int) -> Callable[[Any], int]:
             raise ValueError(f"{value!r} is not a whole number")
         if number < minimum:
             raise ValueError(f"{number} is less than {minimum}")
+        if maximum is not None and number > maximum:
+            raise ValueError(f"{number} is more than {maximum}")
         return number
 
     return parse
@@ -145,6 +148,13 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _name(value: Any) -> str:
+    text = _text(value)
+    if len(text) > MAX_NAME_LENGTH:
+        raise ValueError(f"{len(text)} characters is too long; at most {MAX_NAME_LENGTH} are allowed")
+    return text
+
+
 def _path(value: Any) -> Path:
     return Path(_text(value)).expanduser()
 
@@ -163,7 +173,16 @@ def parse_timestamp(value: Any) -> datetime:
             raise ValueError(
                 f"{value!r} is not an ISO 8601 time; write e.g. 2030-01-31T09:00:00+00:00 or 2030-01-31 09:00"
             ) from None
-    return moment if moment.tzinfo is not None else moment.astimezone()
+    # PostgreSQL would store a time that is past 9999 or BC in UTC, but Python could not read it back.
+    try:
+        moment = moment if moment.tzinfo is not None else moment.astimezone()
+        moment.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise ValueError(
+            f"{value!r} falls outside years 1 to 9999 in UTC; "
+            "give a time between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z"
+        ) from None
+    return moment
 
 
 # --- declaring options --------------------------------------------------------------------------
@@ -182,6 +201,9 @@ class Option:
     kind: str = "value"  # "value", "flag" (--x/--no-x) or "count" (-vv)
     metavar: str | None = None
     aliases: tuple[str, ...] = ()  # further environment variables, after KONGTASK_<NAME>
+    # Environment variables that turn a flag off when set to anything (upstream's NO_LOG_SUCCESS),
+    # below the option's own variables.
+    negated_aliases: tuple[str, ...] = ()
     shown_default: str | None = None  # for --help, when the default is not a plain value
     show: Callable[[Any], str] = str  # a value in the unit users write it in
     secret: bool = False
@@ -244,7 +266,7 @@ class Settings:
         help="Restart the worker when a file in the tasks folder changes (for development).",
     )
     tasks: Path = option(
-        Path("tasks"), metavar="DIR", commands=(WORKER,), parse=_path, relative_to_config=True,
+        Path("tasks"), metavar="DIR", commands=(WORKER, ADD_JOB, JOBS), parse=_path, relative_to_config=True,
         help="Folder of task files: tasks/send_email.py defines the task send_email.",
     )
     shutdown_timeout: float = option(
@@ -269,8 +291,13 @@ class Settings:
         shown_default="none", passes_as="task_timeout",
         help="Fail a task that runs longer than this (a task file may set its own `timeout`).",
     )
+    log_success: bool = option(
+        True, kind="flag", commands=(WORKER,), parse=_boolean, negated_aliases=("NO_LOG_SUCCESS",),
+        passes_as="log_success",
+        help="Log a `Completed task ...` line for each job that succeeds (NO_LOG_SUCCESS=1 turns it off too).",
+    )
     queue: str | None = option(
-        None, metavar="NAME", commands=(ADD_JOB,), parse=_text, shown_default="a queue of its own",
+        None, metavar="NAME", commands=(ADD_JOB,), parse=_name, shown_default="a queue of its own",
         passes_as="queue_name",
         help="Queue name: jobs in one queue run one at a time, in order.",
     )
@@ -279,7 +306,7 @@ class Settings:
         help="When the job may run, in ISO 8601 (2030-01-31T09:00:00+00:00; without an offset, local time).",
     )
     max_attempts: int | None = option(
-        None, metavar="N", commands=(ADD_JOB,), parse=_whole_number(1), shown_default="25",
+        None, metavar="N", commands=(ADD_JOB,), parse=_whole_number(1, MAX_ATTEMPTS), shown_default="25",
         passes_as="max_attempts",
         help="How many times the job is tried before it is given up.",
     )
@@ -369,6 +396,11 @@ def _env_layer(environ: Mapping[str, str], label: str | None, opts: list[Option]
             if environ.get(var, "") != "":
                 values[opt.name], names[opt.name] = environ[var], var
                 break
+        else:
+            for var in opt.negated_aliases:
+                if environ.get(var, "") != "":
+                    values[opt.name], names[opt.name] = False, var
+                    break
     return _Layer(values, lambda name: names[name] if label is None else f"{names[name]} in {label}")
 
 
@@ -543,11 +575,26 @@ def resolve(
             values[name] = path
             if sources[name] == "default":
                 sources[name] = "found in the working folder"
+    _check_heartbeat_fits_expiry(command, values, sources)
     if "connection" in sources and "connection" not in values:
         libpq = _libpq_target({**dotenv, **environ})
         if libpq is not None:
             values["connection"], sources["connection"] = libpq
     return Resolved(Settings(**values, sources=sources), dotenv)
+
+
+def _check_heartbeat_fits_expiry(command: str | None, values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """A worker whose locks expire before its heartbeat refreshes them would lose its own jobs."""
+    if command != WORKER:
+        return
+    expiry = values.get("job_expiry", _named("job_expiry").default)
+    heartbeat = values.get("heartbeat_interval", _named("heartbeat_interval").default)
+    if expiry.total_seconds() <= heartbeat:
+        raise ConfigurationError(
+            f"job expiry ({expiry.total_seconds():g}s, from {sources['job_expiry']}) must be longer than "
+            f"the heartbeat interval ({heartbeat:g}s, from {sources['heartbeat_interval']}), or live workers "
+            "would lose their jobs; raise --job-expiry or lower --heartbeat-interval"
+        )
 
 
 def _named(name: str) -> Option:

@@ -72,8 +72,14 @@ def _describe_import_error(path: Path, exc: BaseException) -> str:
     return f"{where}: {type(exc).__name__}: {exc}"
 
 
+def _module_name(stem: str) -> str:
+    """A module name for a task file without dots, which would make ``report`` of ``report.v2.py``
+    look like a package; percent-encoding keeps distinct files distinct."""
+    return stem.replace("%", "%25").replace(".", "%2E")
+
+
 def _import_file(package: str, path: Path) -> types.ModuleType:
-    fullname = f"{package}.{path.stem}"
+    fullname = f"{package}.{_module_name(path.stem)}"
     spec = importlib.util.spec_from_file_location(fullname, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -92,8 +98,14 @@ def _check_task(where: str, name: str, candidate: object) -> Task:
             f"{where} defines no `task`; add `def task(payload, helpers):` (or `async def`) to it"
         )
     if not callable(candidate):
-        raise TaskLoadError(f"{where}: `{name}` is a {type(candidate).__name__}, not a function")
+        raise TaskLoadError(f"{where}: `{name}` is {a_type_name(candidate)}, not a function")
     return candidate  # type: ignore[return-value]
+
+
+def a_type_name(value: object) -> str:
+    """``value``'s type with its article, for messages: "an int", "a str"."""
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
 #: Where a task's own timeout is kept: set from a task file's module-level ``timeout``, or by
@@ -122,11 +134,18 @@ def task_files(folder: Path) -> list[Path]:
     )
 
 
+def check_task_directory(folder: Path) -> None:
+    """Raises :class:`TaskLoadError` unless ``folder`` is a folder."""
+    if folder.is_file():
+        raise TaskLoadError(f"tasks folder {folder} is a file, not a folder; pass the folder that holds the task files")
+    if not folder.is_dir():
+        raise TaskLoadError(f"tasks folder {folder} does not exist; create it or pass --tasks DIR")
+
+
 def load_task_directory(folder: str | Path) -> dict[str, Task]:
     """Loads every task file in ``folder``; raises :class:`TaskLoadError` naming file and line."""
     folder = Path(folder).resolve()
-    if not folder.is_dir():
-        raise TaskLoadError(f"tasks folder {folder} does not exist; create it or pass --tasks DIR")
+    check_task_directory(folder)
     package = _folder_package(folder)
     _install_fallback_finder(folder)
     tasks: dict[str, Task] = {}

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from kongtask import admin, jobs
 from kongtask.errors import ConfigurationError
@@ -80,3 +81,62 @@ def test_delete_job_removes_it_and_its_queue(migrated_url: str) -> None:
     with psycopg.connect(migrated_url) as conn:
         assert conn.execute("select count(*) from graphile_worker.jobs").fetchone() == (3,)
         assert conn.execute("select count(*) from graphile_worker.job_queues").fetchone() == (3,)
+
+
+ODD_RUN_ATS = {
+    "-infinity": "-infinity",
+    "infinity": "infinity",
+    "0044-03-15 12:00:00+00 BC": "0044-03-15 12:00:00+00 BC",
+    "9999-12-31 23:59:59-05": "10000-01-01 04:59:59+00",
+}
+
+
+def test_list_jobs_shows_run_at_times_python_cannot_hold(migrated_url: str) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        odd = {
+            conn.execute("select id from graphile_worker.add_job('odd', run_at => %s::timestamptz)", (text,)).fetchone()[0]: shown  # type: ignore[index]
+            for text, shown in ODD_RUN_ATS.items()
+        }
+        plain = jobs.add_job_sync(conn, S, "plain")
+    # The server's text follows the session's time zone: UTC here, whatever the server's default.
+    in_utc = make_conninfo(migrated_url, options="-c timezone=UTC")
+    rows = asyncio.run(admin.list_jobs(connection_string=in_utc))
+    by_id = {r.id: r for r in rows}
+    assert set(by_id) == {*odd, plain.id}
+    for job_id, shown in odd.items():
+        assert by_id[job_id].run_at is None
+        assert by_id[job_id].run_at_text == shown
+    assert by_id[plain.id].run_at == plain.run_at and by_id[plain.id].run_at_text.startswith(str(plain.run_at.year))
+
+
+def test_jobs_whose_run_at_python_cannot_hold_can_be_retried_rescheduled_and_deleted(migrated_url: str) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        ids = [
+            conn.execute("select id from graphile_worker.add_job('odd', run_at => %s::timestamptz)", (text,)).fetchone()[0]  # type: ignore[index]
+            for text in ODD_RUN_ATS
+        ]
+    later = asyncio.run(admin.reschedule_job(ids[0], priority=5, connection_string=migrated_url))
+    assert later is not None and later.priority == 5
+    retried = asyncio.run(admin.retry_job(ids[1], connection_string=migrated_url))
+    assert retried is not None and retried.run_at.year >= 2026
+    deleted = [asyncio.run(admin.delete_job(job_id, connection_string=migrated_url)) for job_id in ids]
+    assert [job.id for job in deleted if job is not None] == ids
+
+
+def test_list_jobs_by_task_queue_and_unknown_task(migrated_url: str) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        mail = jobs.add_job_sync(conn, S, "mail", queue_name="outbox").id
+        other_mail = jobs.add_job_sync(conn, S, "mail").id
+        ghost = jobs.add_job_sync(conn, S, "ghost", queue_name="outbox").id
+
+    def listed(state: Any = "all", **filters: Any) -> list[int]:
+        return sorted(r.id for r in asyncio.run(admin.list_jobs(state, connection_string=migrated_url, **filters)))
+
+    assert listed(task="mail") == sorted([mail, other_mail])
+    assert listed(queue="outbox") == sorted([mail, ghost])
+    assert listed(task="mail", queue="outbox") == [mail]
+    assert listed("unknown-task", known_tasks={"mail"}) == [ghost]
+    assert listed("unknown-task", known_tasks=set()) == sorted([mail, other_mail, ghost])
+    assert listed("unknown-task", known_tasks=["mail", "ghost"]) == []
+    with pytest.raises(ConfigurationError, match="known_tasks"):
+        listed("unknown-task")

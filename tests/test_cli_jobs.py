@@ -8,6 +8,7 @@ import psycopg
 
 from kongtask import jobs
 from tests.cli_support import kongtask as run
+from tests.cli_support import one_line, write_task
 
 S = "graphile_worker"
 
@@ -39,3 +40,49 @@ def test_jobs_commands_list_unlock_retry_reschedule_and_delete(tmp_path: Path, m
     assert nothing.returncode == 2 and "--run-at, --priority" in nothing.stderr
     with psycopg.connect(migrated_url) as conn:
         assert conn.execute("select id, attempts, max_attempts from graphile_worker.jobs").fetchall() == [(dead.id, 1, 2)]
+
+
+def _listed_ids(output: str) -> list[int]:
+    return [int(line.split("\t")[0]) for line in output.splitlines()[1:]]
+
+
+def test_jobs_list_shows_run_at_times_python_cannot_hold(tmp_path: Path, migrated_url: str) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        ids = [
+            conn.execute("select id from graphile_worker.add_job('x', run_at => %s::timestamptz)", (when,)).fetchone()[0]  # type: ignore[index]
+            for when in ("-infinity", "infinity", "0044-03-15 12:00:00+00 BC", "9999-12-31 23:59:59-05")
+        ]
+    listed = run("jobs", "list", "-c", migrated_url, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(_listed_ids(listed.stdout)) == sorted(ids)
+    run_ats = {line.split("\t")[0]: line.split("\t")[4] for line in listed.stdout.splitlines()[1:]}
+    assert run_ats[str(ids[0])] == "-infinity" and run_ats[str(ids[1])] == "infinity"
+    assert run_ats[str(ids[2])].endswith(" BC")
+
+
+def test_jobs_list_filters_by_task_queue_and_unknown_task(tmp_path: Path, migrated_url: str) -> None:
+    write_task(tmp_path / "tasks", "mail")
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        mail = jobs.add_job_sync(conn, S, "mail", queue_name="outbox").id
+        other_mail = jobs.add_job_sync(conn, S, "mail").id
+        ghost = jobs.add_job_sync(conn, S, "ghost", queue_name="outbox").id
+    c = ["-c", migrated_url]
+
+    def listed(*args: str, cwd: Path = tmp_path) -> list[int]:
+        result = run("jobs", "list", *args, *c, cwd=cwd)
+        assert result.returncode == 0, result.stderr
+        return sorted(_listed_ids(result.stdout))
+
+    assert listed("--task", "mail") == sorted([mail, other_mail])
+    assert listed("--queue", "outbox") == sorted([mail, ghost])
+    assert listed("--task", "mail", "--queue", "outbox") == [mail]
+    assert listed("--state", "unknown-task") == [ghost]
+    write_task(tmp_path / "other", "ghost")
+    assert listed("--state", "unknown-task", "--tasks", "other") == sorted([mail, other_mail])
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    missing = run("jobs", "list", "--state", "unknown-task", *c, cwd=elsewhere)
+    assert missing.returncode == 2
+    line = one_line(missing.stderr)
+    assert "tasks" in line and "--tasks" in line and "Traceback" not in missing.stderr

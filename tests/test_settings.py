@@ -153,3 +153,58 @@ def test_passwords_are_masked_when_shown() -> None:
     assert "hunter2" not in repr(s)
     connection = next(o for o in options() if o.name == "connection")
     assert display(s, connection) == "postgresql://app:***@db/app"
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ"),
+    [
+        ({"job_expiry": "30"}, {}),  # equal to the default heartbeat
+        ({"job_expiry": "5"}, {"KONGTASK_HEARTBEAT_INTERVAL": "10"}),
+        ({}, {"KONGTASK_HEARTBEAT_INTERVAL": "600"}),
+    ],
+)
+def test_job_expiry_must_outlast_the_heartbeat(flags: dict, environ: dict) -> None:
+    with pytest.raises(ConfigurationError, match="heartbeat interval") as raised:
+        settings(WORKER, flags=flags, environ=environ)
+    assert "job expiry" in str(raised.value)
+    # add-job has neither option, so nothing to check there.
+    settings(ADD_JOB, flags={}, environ=environ)
+
+
+def test_job_expiry_just_above_the_heartbeat_is_fine() -> None:
+    s = settings(WORKER, flags={"job_expiry": "31"})
+    assert s.job_expiry == timedelta(seconds=31)
+
+
+def test_log_success_has_a_flag_a_variable_and_honours_no_log_success(tmp_path: Path) -> None:
+    assert settings().log_success is True
+    assert settings(flags={"log_success": False}).log_success is False
+    assert settings(environ={"KONGTASK_LOG_SUCCESS": "false"}).log_success is False
+    upstream = settings(environ={"NO_LOG_SUCCESS": "1"})
+    assert upstream.log_success is False and upstream.sources["log_success"] == "NO_LOG_SUCCESS"
+    assert settings(environ={"NO_LOG_SUCCESS": ""}).log_success is True
+    # kongtask's own variable and the flag win over upstream's.
+    assert settings(environ={"NO_LOG_SUCCESS": "1", "KONGTASK_LOG_SUCCESS": "true"}).log_success is True
+    assert settings(flags={"log_success": True}, environ={"NO_LOG_SUCCESS": "1"}).log_success is True
+    (tmp_path / ".env").write_text("NO_LOG_SUCCESS=yes\n")
+    from_dotenv = settings(cwd=tmp_path)
+    assert from_dotenv.log_success is False and from_dotenv.sources["log_success"] == "NO_LOG_SUCCESS in .env"
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        ({"max_attempts": "2147483648"}, "--max-attempts"),
+        ({"queue": "q" * 129}, "--queue"),
+        ({"run_at": "9999-12-31T23:59:59-05:00"}, "--run-at"),
+        ({"run_at": "0001-01-01T00:00:00+01:00"}, "--run-at"),
+    ],
+)
+def test_add_job_values_past_what_a_job_can_hold_are_refused(flags: dict, fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment):
+        settings(ADD_JOB, flags=flags)
+
+
+def test_add_job_values_at_the_limits_are_taken() -> None:
+    s = settings(ADD_JOB, flags={"max_attempts": "2147483647", "queue": "q" * 128, "run_at": "9999-12-31T23:59:59Z"})
+    assert (s.max_attempts, s.queue, s.run_at) == (2147483647, "q" * 128, datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc))

@@ -335,3 +335,35 @@ def test_a_locked_job_row_delays_its_queue_rather_than_letting_the_next_job_over
         holder.commit()
         thread.join(timeout=30)
     assert got == [first.id]
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"identifier": "t" * 129}, "at most 128"),
+        ({"queue_name": "q" * 129}, "at most 128"),
+        ({"max_attempts": 2**31}, "max_attempts"),
+        ({"run_at": datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-5)))}, "years 1 to 9999"),
+        ({"run_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))}, "years 1 to 9999"),
+        ({"payload": "\ud800"}, "surrogate"),
+        ({"payload": {"\udcff": 1}}, "surrogate"),
+        ({"identifier": "t\udcff"}, "surrogate"),
+        ({"queue_name": "q\ud800"}, "surrogate"),
+    ],
+    ids=["identifier", "queue", "max_attempts", "run_at-10000", "run_at-bc", "surrogate-value", "surrogate-key",
+         "surrogate-identifier", "surrogate-queue"],
+)
+def test_add_job_refuses_what_postgresql_or_python_cannot_hold(options: dict, fragment: str) -> None:
+    options = {"identifier": "t"} | options
+    with pytest.raises(PayloadError, match=fragment):
+        jobs.add_job_statement(S, options.pop("identifier"), options.pop("payload", None), **options)
+
+
+def test_add_job_takes_values_at_the_limits(migrated_url: str) -> None:
+    latest = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    earliest = datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))  # 0001-01-01 00:00 UTC
+    with _connect(migrated_url) as conn:
+        job = jobs.add_job_sync(conn, S, "t" * 128, queue_name="q" * 128, max_attempts=2**31 - 1, run_at=latest)
+        first = jobs.add_job_sync(conn, S, "t", run_at=earliest)
+    assert (job.task_identifier, job.queue_name, job.max_attempts, job.run_at) == ("t" * 128, "q" * 128, 2**31 - 1, latest)
+    assert first.run_at == earliest

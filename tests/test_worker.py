@@ -346,7 +346,7 @@ def test_task_named_like_a_stdlib_module_does_not_shadow_it(tmp_path: Path) -> N
         ("import not_a_module_anywhere\n", r"broken\.py:1: ModuleNotFoundError: No module named 'not_a_module_anywhere'"),
         ("x = 1\n\nraise RuntimeError('at import')\n", r"broken\.py:3: RuntimeError: at import"),
         ("def tsak(payload, helpers):\n    pass\n", r"broken\.py defines no `task`"),
-        ("task = 42\n", r"`task` is a int, not a function"),
+        ("task = 42\n", r"`task` is an int, not a function"),
     ],
     ids=["syntax_error", "import_error", "raises_at_import", "missing_task", "task_not_callable"],
 )
