@@ -61,14 +61,15 @@ def test_jobs_list_shows_run_at_times_python_cannot_hold(tmp_path: Path, migrate
 
 
 def test_jobs_list_filters_by_task_queue_and_unknown_task(tmp_path: Path, migrated_url: str) -> None:
-    write_task(tmp_path / "tasks", "mail")
+    project = tmp_path / "project"
+    write_task(project / "tasks", "mail")
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         mail = jobs.add_job_sync(conn, S, "mail", queue_name="outbox").id
         other_mail = jobs.add_job_sync(conn, S, "mail").id
         ghost = jobs.add_job_sync(conn, S, "ghost", queue_name="outbox").id
     c = ["-c", migrated_url]
 
-    def listed(*args: str, cwd: Path = tmp_path) -> list[int]:
+    def listed(*args: str, cwd: Path = project) -> list[int]:
         result = run("jobs", "list", *args, *c, cwd=cwd)
         assert result.returncode == 0, result.stderr
         return sorted(_listed_ids(result.stdout))
@@ -77,10 +78,10 @@ def test_jobs_list_filters_by_task_queue_and_unknown_task(tmp_path: Path, migrat
     assert listed("--queue", "outbox") == sorted([mail, ghost])
     assert listed("--task", "mail", "--queue", "outbox") == [mail]
     assert listed("--state", "unknown-task") == [ghost]
-    write_task(tmp_path / "other", "ghost")
+    write_task(project / "other", "ghost")
     assert listed("--state", "unknown-task", "--tasks", "other") == sorted([mail, other_mail])
 
-    elsewhere = tmp_path / "elsewhere"
+    elsewhere = tmp_path / "elsewhere"  # in no project: no tasks folder to compare with
     elsewhere.mkdir()
     missing = run("jobs", "list", "--state", "unknown-task", *c, cwd=elsewhere)
     assert missing.returncode == 2
