@@ -483,7 +483,8 @@ def _discover_config(cwd: Path) -> Path | None:
     return None
 
 
-def _is_project_root(folder: Path) -> bool:
+def is_project_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds what marks a kongtask project (see :func:`find_project_root`)."""
     if (folder / CONFIG_FILE).is_file() or (folder / DOTENV).is_file() or (folder / "tasks").is_dir():
         return True
     pyproject = folder / PYPROJECT
@@ -507,7 +508,7 @@ def find_project_root(cwd: Path) -> Path:
     for folder in (cwd, *cwd.parents):
         if folder == home_parent and folder != cwd:
             break
-        if _is_project_root(folder):
+        if is_project_folder(folder):
             return folder
     return cwd
 
