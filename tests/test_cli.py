@@ -276,10 +276,13 @@ def test_continuous_worker_waits_for_a_server_that_is_not_up_yet(project: Path, 
     worker = Background("worker", "--connection", private_server.url, cwd=project, env=env_for(project))
     try:
         worker.wait_for("cannot connect to PostgreSQL", timeout=30)
-        worker.wait_for("retrying in", timeout=30)
+        worker.wait_for("waiting for it, retrying with backoff", timeout=30)
         assert worker.alive()
         url = private_server.start()
         worker.wait_for("worker started", timeout=60)
+        # The wait is said once (and once a minute), not on every try.
+        assert worker.output().count("cannot connect to PostgreSQL") == 1, worker.output()
+        assert "PostgreSQL answered after" in worker.output()
         assert run("add-job", "record", '{"late": true}', "--connection", url, cwd=project, env=env_for(project)).returncode == 0
         wait_until(lambda: [r["payload"] for r in runs(project / "out.jsonl")] == [{"late": True}], timeout=30,
                    what="the job added once the server came up")
