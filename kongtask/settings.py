@@ -155,6 +155,17 @@ def _name(value: Any) -> str:
     return text
 
 
+def _conninfo(value: Any) -> str:
+    text = _text(value)
+    from ._db import connection_kwargs  # psycopg, only when a connection is given
+
+    try:
+        connection_kwargs(text)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
 def _path(value: Any) -> Path:
     return Path(_text(value)).expanduser()
 
@@ -237,7 +248,7 @@ class Settings:
     """What a kongtask command runs with. Build it with :func:`resolve`."""
 
     connection: str | None = option(
-        None, "-c", metavar="URL", commands=_ALL, aliases=("DATABASE_URL",), secret=True, parse=_text,
+        None, "-c", metavar="URL", commands=_ALL, aliases=("DATABASE_URL",), secret=True, parse=_conninfo,
         help="PostgreSQL connection URL. libpq's PG* variables fill in what it leaves out. When no "
         "connection is configured anywhere, kongtask uses an embedded PostgreSQL of this project "
         "(pip install 'kongtask[embedded]').",
