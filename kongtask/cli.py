@@ -119,7 +119,7 @@ class _TextFormatter(logging.Formatter):
 
 
 #: The fields of a job's log records (the worker's lines and a task's own), as JSON keys.
-_JOB_FIELDS = ("job_id", "task", "queue", "attempt", "max_attempts", "duration_ms", "error", "task_identifier")
+_JOB_FIELDS = ("job_id", "task", "queue", "attempt", "max_attempts", "duration_ms", "error")
 
 
 class _JsonFormatter(logging.Formatter):

@@ -200,7 +200,7 @@ def test_two_ctrl_c_stop_the_job_and_the_supervisor_waits_for_its_worker(
     supervisor = worker.process.pid
     try:
         worker.process.send_signal(signal.SIGINT)
-        worker.wait_for("SIGINT received: finishing running jobs")  # the worker has it
+        worker.wait_for("SIGINT received: finishing 1 running job(s)")  # the worker has it
         worker.process.send_signal(signal.SIGINT)
         code = worker.process.wait(60)
         # The supervisor left only after its worker: none is left running the job.
