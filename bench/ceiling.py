@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psycopg
 
-from kongtask.jobs import UPSTREAM_JOB_EXPIRY
-from kongtask.queries import queries_for
+from kongtask._schema.jobs import UPSTREAM_JOB_EXPIRY
+from kongtask._schema.statements import queries_for
 
 from .db import SCHEMA, count_jobs, insert_jobs
 from .results import Measured, Unavailable

@@ -14,12 +14,12 @@ from typing import Any, Literal
 
 from psycopg.rows import class_row, tuple_row
 
-from . import defaults
-from ._db import borrow
+from . import _defaults
+from ._connections import borrow
 from .errors import ConfigurationError
-from .job import Job
-from .jobs import TolerantTimestamptzLoader, fetch_job
-from .queries import queries_for
+from ._job import Job
+from ._schema.jobs import TolerantTimestamptzLoader, fetch_job
+from ._schema.statements import queries_for
 
 JobState = Literal["all", "locked", "failed", "dead", "unknown-task"]
 JOB_STATES: tuple[JobState, ...] = ("all", "locked", "failed", "dead", "unknown-task")
@@ -61,7 +61,7 @@ async def list_jobs(
     task: str | None = None,
     queue: str | None = None,
     known_tasks: Collection[str] | None = None,
-    schema: str = defaults.SCHEMA,
+    schema: str = _defaults.SCHEMA,
     **target: Any,
 ) -> list[JobSummary]:
     """Jobs in ``state``: ``locked`` (their queue is held by a worker), ``failed`` (will be retried),
@@ -82,7 +82,7 @@ async def list_jobs(
             return await cur.fetchall()
 
 
-async def unlock_worker(worker_id: str, *, schema: str = defaults.SCHEMA, **target: Any) -> list[str]:
+async def unlock_worker(worker_id: str, *, schema: str = _defaults.SCHEMA, **target: Any) -> list[str]:
     """Releases every queue ``worker_id`` holds (a worker you know is dead); returns their names."""
     async with borrow(**target) as conn:
         cursor = conn.cursor(row_factory=tuple_row)
@@ -96,7 +96,7 @@ async def _one_job(query: str, params: tuple[Any, ...], target: dict[str, Any]) 
         return await fetch_job(conn, (query, params), tolerant=True)
 
 
-async def retry_job(job_id: int, *, schema: str = defaults.SCHEMA, **target: Any) -> Job | None:
+async def retry_job(job_id: int, *, schema: str = _defaults.SCHEMA, **target: Any) -> Job | None:
     """Makes a job due now with one more attempt, even one that used up its attempts."""
     return await _one_job(queries_for(schema).retry_job, (job_id,), target)
 
@@ -106,7 +106,7 @@ async def reschedule_job(
     *,
     run_at: datetime | None = None,
     priority: int | None = None,
-    schema: str = defaults.SCHEMA,
+    schema: str = _defaults.SCHEMA,
     **target: Any,
 ) -> Job | None:
     """Changes a waiting job's ``run_at`` and/or ``priority`` (a smaller priority runs first)."""
@@ -117,6 +117,6 @@ async def reschedule_job(
     return await _one_job(queries_for(schema).reschedule_job, (run_at, priority, job_id), target)
 
 
-async def delete_job(job_id: int, *, schema: str = defaults.SCHEMA, **target: Any) -> Job | None:
+async def delete_job(job_id: int, *, schema: str = _defaults.SCHEMA, **target: Any) -> Job | None:
     """Deletes a job; returns it, or ``None`` when there was no such job."""
     return await _one_job(queries_for(schema).delete_job, (job_id,), target)

@@ -26,12 +26,12 @@ from click.core import ParameterSource
 
 import kongtask
 
-from . import jobs as jobs_api
+from ._schema import jobs as jobs_api
 from . import settings as config
-from ._db import describe_target, mask_password
+from ._connections import describe_target, mask_password
 from .errors import ConfigurationError, KongtaskError, PayloadError
 from .settings import ADD_JOB, JOBS, MIGRATE, WORKER, Option, Settings
-from .watch import RELOAD_SIGNAL, supervise, supervisor_pid
+from ._watch import RELOAD_SIGNAL, supervise, supervisor_pid
 
 log = logging.getLogger("kongtask.cli")
 
@@ -183,7 +183,7 @@ def _database(settings: Settings, announce: int = logging.DEBUG) -> Iterator[str
     if settings.connection is not None:
         yield settings.connection
         return
-    from .embedded import embedded_database
+    from ._embedded.project import embedded_database
 
     if os.environ.get(_EMBEDDED_PROJECT_ENV):
         announce = logging.DEBUG  # the --watch supervisor said it already
@@ -405,7 +405,7 @@ async def _add_job(settings: Settings, conninfo: str, statement: tuple[str, tupl
     if settings.connection is None:
         # The embedded database may be brand new.
         await kongtask.migrate(connection_string=conninfo, schema=settings.schema)
-    from ._db import borrow
+    from ._connections import borrow
 
     async with borrow(conninfo) as conn:
         job = await jobs_api.fetch_job(conn, statement)
@@ -547,7 +547,7 @@ def show_config(ctx: click.Context, **params: Any) -> None:
         if getattr(settings, opt.name) is None:
             note = ""
             if opt.name == "connection":
-                from .embedded import project_home
+                from ._embedded.project import project_home
 
                 note = f": the embedded PostgreSQL in {project_home(_project_root())} is used"
             click.echo(f"# {opt.name} is not set{note}")
@@ -571,7 +571,7 @@ def _megabytes(size: int) -> str:
 @embedded.command("list")
 def embedded_list() -> None:
     """Show each embedded database: project folder, data folder, size, and whether it runs."""
-    from .embedded import list_embedded
+    from ._embedded.project import list_embedded
 
     click.echo("project\tdata\tsize\tstate")
     for db in list_embedded():
@@ -588,7 +588,7 @@ def embedded_remove(project: Path | None) -> None:
     PROJECT is a project folder, or the data folder `kongtask embedded list` shows (for a database
     whose project is unknown). It is refused while a kongtask process uses the database.
     """
-    from .embedded import home_of, remove_embedded
+    from ._embedded.project import home_of, remove_embedded
 
     removed = remove_embedded(home_of(project if project is not None else _project_root()))
     click.echo(f"removed the embedded database of {removed.project or removed.home} ({_megabytes(removed.size)})")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import kongtask
-from kongtask import defaults
+from kongtask import _defaults
 from kongtask.errors import ConfigurationError
 from kongtask.settings import ADD_JOB, COMMANDS, WORKER, Settings, display, library_arguments, options, resolve
 
@@ -27,8 +27,8 @@ def settings(command: str | None = WORKER, flags: dict | None = None, environ: d
 
 def test_defaults(tmp_path: Path) -> None:
     s = settings(cwd=tmp_path)
-    assert (s.connection, s.schema, s.jobs) == (None, defaults.SCHEMA, defaults.CONCURRENCY)
-    assert (s.poll_interval, s.shutdown_timeout) == (defaults.POLL_INTERVAL, defaults.SHUTDOWN_TIMEOUT)
+    assert (s.connection, s.schema, s.jobs) == (None, _defaults.SCHEMA, _defaults.CONCURRENCY)
+    assert (s.poll_interval, s.shutdown_timeout) == (_defaults.POLL_INTERVAL, _defaults.SHUTDOWN_TIMEOUT)
     assert (s.once, s.watch, s.tasks) == (False, False, Path("tasks"))
     assert (s.log_level, s.verbose, s.log_format) == ("info", 0, "text")
     assert set(s.sources.values()) == {"default"}

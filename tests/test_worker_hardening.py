@@ -17,9 +17,11 @@ import psycopg
 import pytest
 
 import kongtask
-from kongtask import _db, jobs, worker
-from kongtask._embedded import EmbeddedServer
-from kongtask.jobs import DISTANT_PAST
+from kongtask import _connections
+from kongtask._schema import jobs
+from kongtask import _worker
+from kongtask._embedded.server import EmbeddedServer
+from kongtask._schema.jobs import DISTANT_PAST
 from tests.support import wait_until_async
 
 
@@ -56,12 +58,12 @@ def test_a_huge_error_message_is_cut_to_the_limit_in_last_error_and_in_the_log(
     asyncio.run(kongtask.run_once(task_list={"loud": sync_task if kind == "sync" else async_task},
                                   connection_string=migrated_url))
     [(last_error,)] = _rows(migrated_url, "select last_error from graphile_worker.jobs")
-    assert len(last_error) <= worker.ERROR_MESSAGE_LIMIT + 100
+    assert len(last_error) <= _worker.ERROR_MESSAGE_LIMIT + 100
     # Both ends survive: the start says what happened, the end often says where.
     assert last_error.startswith("start-x") and last_error.endswith("x-end")
     assert "characters cut" in last_error
     [record] = [r for r in caplog.records if r.getMessage().startswith("Failed task ")]
-    assert len(record.getMessage()) <= worker.ERROR_MESSAGE_LIMIT + worker.STACK_LIMIT + 500
+    assert len(record.getMessage()) <= _worker.ERROR_MESSAGE_LIMIT + _worker.STACK_LIMIT + 500
     assert _locked_queues(migrated_url) == 0
 
 
@@ -296,7 +298,7 @@ def test_a_checkout_whose_reply_is_lost_is_given_back_not_left_locked(
     ],
 )
 def test_refusals_that_end_by_themselves_are_waited_for(reply: str, transient: bool) -> None:
-    assert _db.refusal_is_transient(reply) is transient
+    assert _connections.refusal_is_transient(reply) is transient
 
 
 def test_a_worker_started_while_every_connection_slot_is_taken_waits_for_one(
@@ -343,22 +345,22 @@ def test_a_worker_started_while_every_connection_slot_is_taken_waits_for_one(
 def test_a_busy_pool_deadlocks_and_timeouts_are_not_called_outages(migrated_url: str) -> None:
     from psycopg_pool import PoolTimeout
 
-    kind, line = _db.describe_trouble(PoolTimeout("couldn't get a connection after 5.00 sec"), pool_size=3)
+    kind, line = _connections.describe_trouble(PoolTimeout("couldn't get a connection after 5.00 sec"), pool_size=3)
     assert kind == "pool" and "all 3 pooled connections" in line and "lost the connection" not in line
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         conn.execute("set statement_timeout = 10")
         with pytest.raises(psycopg.OperationalError) as cancelled:
             conn.execute("select pg_sleep(5)")
-    kind, line = _db.describe_trouble(cancelled.value)
+    kind, line = _connections.describe_trouble(cancelled.value)
     assert kind == "timeout" and "statement_timeout" in line
-    assert _db.describe_trouble(psycopg.errors.DeadlockDetected("deadlock detected"))[0] == "deadlock"
-    assert _db.describe_trouble(psycopg.OperationalError("server closed the connection unexpectedly"))[0] == "outage"
+    assert _connections.describe_trouble(psycopg.errors.DeadlockDetected("deadlock detected"))[0] == "deadlock"
+    assert _connections.describe_trouble(psycopg.OperationalError("server closed the connection unexpectedly"))[0] == "outage"
 
 
 def test_tasks_holding_every_pooled_connection_are_named_in_the_log(
     migrated_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "CHECKOUT_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(_worker, "CHECKOUT_TIMEOUT_S", 0.2)
     release = asyncio.Event()
     held: list[int] = []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from .queries import DEFAULT_SCHEMA
+from ._schema.statements import DEFAULT_SCHEMA
 
 SCHEMA = DEFAULT_SCHEMA
 CONCURRENCY = 1

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import ConfigurationError, KongtaskError
+from ..errors import ConfigurationError, KongtaskError
 
 #: The system user that runs the server when kongtask runs as root (initdb refuses root).
 _ROOT_FALLBACK_USERS = ("postgres", "kongtask")

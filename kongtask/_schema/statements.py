@@ -11,7 +11,7 @@ import functools
 
 from psycopg import sql
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 DEFAULT_SCHEMA = "graphile_worker"
 
@@ -22,7 +22,7 @@ JOBS_INSERT_CHANNEL = "jobs:insert"
 ADD_JOB_OPTIONS = ("queue_name", "run_at", "max_attempts")
 
 #: Stands for the quoted schema name in the numbered migration files, where SQL code may hold a
-#: name (kongtask.migrations reads comments, strings and function bodies as PostgreSQL does).
+#: name (kongtask._schema.migrate reads comments, strings and function bodies as PostgreSQL does).
 MIGRATION_SCHEMA_TOKEN = ":KONGTASK_SCHEMA"
 
 #: PostgreSQL silently cuts a longer name to its first NAMEDATALEN - 1 bytes.

@@ -18,15 +18,16 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from . import _db, defaults
-from ._db import Backoff
+from . import _connections
+from . import _defaults
+from ._connections import Backoff
 from .errors import ConfigurationError, ConnectionFailed
-from .jobs import register_tolerant_loaders
-from .migrations import migrate_connection
-from .pool import Runner
-from .queries import queries_for
+from ._schema.jobs import register_tolerant_loaders
+from ._schema.migrate import migrate_connection
+from ._worker_pool import Runner
+from ._schema.statements import queries_for
 from .tasks import Task, a_type_name, load_task_directory
-from .worker import WorkerConfig
+from ._worker import WorkerConfig
 
 log = logging.getLogger("kongtask.runner")
 
@@ -40,7 +41,7 @@ def resolve_connection_string(pool: AsyncConnectionPool | None, connection_strin
         raise ConfigurationError("give either a pool or a connection string, not both")
     if pool is not None:
         return None
-    return _db.conninfo_or_environment(connection_string)
+    return _connections.conninfo_or_environment(connection_string)
 
 
 def _resolve_tasks(task_directory: str | Path | None, task_list: Mapping[str, Task] | None) -> dict[str, Task]:
@@ -72,7 +73,7 @@ async def _migrate_with_retry(conninfo: str, schema: str, *, retry: bool) -> Non
     backoff = Backoff(ceiling=10.0)
     while True:
         try:
-            conn = await _db.connect(conninfo)
+            conn = await _connections.connect(conninfo)
         except ConnectionFailed as exc:
             if not (retry and exc.transient):
                 raise
@@ -93,13 +94,13 @@ class RunOptions:
     task_list: Mapping[str, Task] | None = None
     pool: AsyncConnectionPool | None = None
     connection_string: str | None = None
-    schema: str = defaults.SCHEMA
-    concurrency: int = defaults.CONCURRENCY
-    poll_interval: float = defaults.POLL_INTERVAL
-    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT
-    job_expiry: timedelta = defaults.JOB_EXPIRY
-    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL
-    task_timeout: float | None = defaults.TASK_TIMEOUT
+    schema: str = _defaults.SCHEMA
+    concurrency: int = _defaults.CONCURRENCY
+    poll_interval: float = _defaults.POLL_INTERVAL
+    shutdown_timeout: float = _defaults.SHUTDOWN_TIMEOUT
+    job_expiry: timedelta = _defaults.JOB_EXPIRY
+    heartbeat_interval: float = _defaults.HEARTBEAT_INTERVAL
+    task_timeout: float | None = _defaults.TASK_TIMEOUT
     handle_signals: bool = False
     log_success: bool | None = None
 
@@ -133,11 +134,11 @@ async def start(options: RunOptions, *, once: bool) -> Runner:
     pool = options.pool
     if pool is None:
         assert conninfo is not None
-        _db.connection_kwargs(conninfo)  # a malformed string fails here, in one line
+        _connections.connection_kwargs(conninfo)  # a malformed string fails here, in one line
         await _migrate_with_retry(conninfo, options.schema, retry=not once)
         pool = AsyncConnectionPool(
             conninfo,
-            kwargs=_db.connection_kwargs(conninfo),
+            kwargs=_connections.connection_kwargs(conninfo),
             min_size=1,
             max_size=options.concurrency + _EXTRA_POOL_CONNECTIONS,
             open=False,
@@ -146,7 +147,7 @@ async def start(options: RunOptions, *, once: bool) -> Runner:
         )
         await pool.open()
     else:
-        _db.pool_conninfo(pool)  # fail now, not in the listener, if kongtask cannot open its own
+        _connections.pool_conninfo(pool)  # fail now, not in the listener, if kongtask cannot open its own
         async with pool.connection() as conn:
             await migrate_connection(conn, options.schema)
     config = WorkerConfig(
@@ -181,13 +182,13 @@ async def run(
     task_list: Mapping[str, Task] | None = None,
     pool: AsyncConnectionPool | None = None,
     connection_string: str | None = None,
-    schema: str = defaults.SCHEMA,
-    concurrency: int = defaults.CONCURRENCY,
-    poll_interval: float = defaults.POLL_INTERVAL,
-    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT,
-    job_expiry: timedelta = defaults.JOB_EXPIRY,
-    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
-    task_timeout: float | None = defaults.TASK_TIMEOUT,
+    schema: str = _defaults.SCHEMA,
+    concurrency: int = _defaults.CONCURRENCY,
+    poll_interval: float = _defaults.POLL_INTERVAL,
+    shutdown_timeout: float = _defaults.SHUTDOWN_TIMEOUT,
+    job_expiry: timedelta = _defaults.JOB_EXPIRY,
+    heartbeat_interval: float = _defaults.HEARTBEAT_INTERVAL,
+    task_timeout: float | None = _defaults.TASK_TIMEOUT,
     handle_signals: bool = False,
     log_success: bool | None = None,
 ) -> Runner:
@@ -219,13 +220,13 @@ async def run_once(
     task_list: Mapping[str, Task] | None = None,
     pool: AsyncConnectionPool | None = None,
     connection_string: str | None = None,
-    schema: str = defaults.SCHEMA,
-    concurrency: int = defaults.CONCURRENCY,
-    poll_interval: float = defaults.POLL_INTERVAL,
-    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT,
-    job_expiry: timedelta = defaults.JOB_EXPIRY,
-    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
-    task_timeout: float | None = defaults.TASK_TIMEOUT,
+    schema: str = _defaults.SCHEMA,
+    concurrency: int = _defaults.CONCURRENCY,
+    poll_interval: float = _defaults.POLL_INTERVAL,
+    shutdown_timeout: float = _defaults.SHUTDOWN_TIMEOUT,
+    job_expiry: timedelta = _defaults.JOB_EXPIRY,
+    heartbeat_interval: float = _defaults.HEARTBEAT_INTERVAL,
+    task_timeout: float | None = _defaults.TASK_TIMEOUT,
     handle_signals: bool = False,
     log_success: bool | None = None,
 ) -> None:
@@ -247,10 +248,10 @@ async def migrate(
     *,
     connection_string: str | None = None,
     pool: AsyncConnectionPool | None = None,
-    schema: str = defaults.SCHEMA,
+    schema: str = _defaults.SCHEMA,
 ) -> list[int]:
     """Brings the database to the newest schema; returns the numbers of the migrations applied."""
     resolve_connection_string(pool, connection_string)
     queries_for(schema)  # a bad schema name fails before any connection
-    async with _db.borrow(connection_string, pool) as conn:
+    async with _connections.borrow(connection_string, pool) as conn:
         return await migrate_connection(conn, schema)

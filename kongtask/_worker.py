@@ -1,7 +1,7 @@
 """One worker: fetch a job, run its task, release the job (complete or fail), go again.
 
 A worker owns nothing but its id and, for plain ``def`` tasks, one daemon thread. The pool it
-belongs to (:mod:`kongtask.pool`) wakes it when jobs arrive and tells it when to stop.
+belongs to (:mod:`kongtask._worker_pool`) wakes it when jobs arrive and tells it when to stop.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from . import jobs
-from ._db import Backoff, OutageLog
+from ._schema import jobs
+from ._connections import Backoff, OutageLog
 from .errors import PayloadError
-from .helpers import Helpers, SharedResources, SyncHelpers
-from .job import Job
-from .queries import queries_for
+from ._helpers import Helpers, SyncHelpers
+from ._resources import SharedResources
+from ._job import Job
+from ._schema.statements import queries_for
 from .tasks import Task, is_async_task, task_timeout
 
 log = logging.getLogger("kongtask.worker")

@@ -19,8 +19,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from .errors import MigrationError
-from .queries import INSTALL_EXTENSIONS, MIGRATION_SCHEMA_TOKEN, queries_for
+from ..errors import MigrationError
+from .statements import INSTALL_EXTENSIONS, MIGRATION_SCHEMA_TOKEN, queries_for
 
 log = logging.getLogger("kongtask.migrate")
 
@@ -192,7 +192,7 @@ def _migrations_folder() -> Path:
     packaged = resources.files("kongtask") / "sql"
     if packaged.is_dir():
         return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "sql"
+    return Path(__file__).resolve().parents[2] / "sql"
 
 
 def load_migrations() -> list[Migration]:

@@ -10,46 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
-from . import jobs
-from ._db import pool_conninfo
-from .job import Job, JobOptions, Unpack
-
-
-class SharedResources:
-    """What every job of one run shares: the pool, the schema and the event loop."""
-
-    def __init__(
-        self, pool: AsyncConnectionPool, schema: str, loop: asyncio.AbstractEventLoop, concurrency: int = 1
-    ) -> None:
-        self.pool = pool
-        self.concurrency = concurrency
-        self.schema = schema
-        self.loop = loop
-        self._sync_pool: ConnectionPool | None = None
-        self._sync_pool_lock = threading.Lock()
-
-    def sync_pool(self) -> ConnectionPool:
-        """A pool of blocking connections for sync tasks, opened the first time one asks."""
-        with self._sync_pool_lock:
-            if self._sync_pool is None:
-                conninfo, kwargs = pool_conninfo(self.pool)
-                self._sync_pool = ConnectionPool(
-                    conninfo, kwargs=kwargs, min_size=0, max_size=max(1, self.concurrency), open=True
-                )
-            return self._sync_pool
-
-    def close_sync_pool(self) -> None:
-        with self._sync_pool_lock:
-            if self._sync_pool is not None:
-                self._sync_pool.close()
-                self._sync_pool = None
+from ._schema import jobs
+from ._job import Job, JobOptions, Unpack
+from ._resources import SharedResources
 
 
 def _job_logger(task_name: str, job: Job) -> logging.Logger:

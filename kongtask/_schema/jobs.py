@@ -1,6 +1,6 @@
 """The SQL API from Python: ``add_job``, ``get_job``, ``complete_job`` and ``fail_job``.
 
-Each function runs one statement from :mod:`kongtask.queries` on a connection you hold and returns
+Each function runs one statement from :mod:`kongtask._schema.statements` on a connection you hold and returns
 the job row as a :class:`~kongtask.Job`. The async functions are the core; the ``*_sync`` twins
 share their statement building and row decoding, and differ only in the connection they await.
 """
@@ -19,9 +19,9 @@ from psycopg.adapt import AdaptersMap, Loader
 from psycopg.rows import tuple_row
 from psycopg.types.json import JsonLoader
 
-from .errors import PayloadError
-from .job import Job, JobOptions, Unpack
-from .queries import ADD_JOB_OPTIONS, queries_for
+from ..errors import PayloadError
+from .._job import Job, JobOptions, Unpack
+from .statements import ADD_JOB_OPTIONS, queries_for
 
 #: Upstream's get_job default: a queue locked longer than this is taken as abandoned. The SQL API
 #: keeps it; kongtask's workers pass defaults.JOB_EXPIRY, which their heartbeats make safe.

@@ -15,11 +15,11 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from . import _db
-from ._db import Backoff, OutageLog
-from .helpers import SharedResources
-from .queries import queries_for
-from .worker import (
+from . import _connections
+from ._connections import Backoff, OutageLog
+from ._resources import SharedResources
+from ._schema.statements import queries_for
+from ._worker import (
     CHECKOUT_TIMEOUT_S,
     CONNECTION_ERRORS,
     Worker,
@@ -264,11 +264,11 @@ class Runner:
     async def _listen(self) -> None:
         """Keeps a dedicated connection listening for new jobs, reconnecting when it drops."""
         listen = queries_for(self._config.schema).listen
-        conninfo, kwargs = _db.pool_conninfo(self._pool)
+        conninfo, kwargs = _connections.pool_conninfo(self._pool)
         backoff = Backoff()
         while not self._stopping:
             try:
-                conn = await _db.connect(conninfo, **kwargs)
+                conn = await _connections.connect(conninfo, **kwargs)
                 async with conn:
                     await conn.execute(listen)
                     self._outage.recovered()
@@ -278,7 +278,7 @@ class Runner:
                     async for _ in conn.notifies():
                         log.debug("new job notified: waking %s", "an idle worker" if self._idle else "no one (all busy)")
                         self._wake(1)
-            except (*CONNECTION_ERRORS, _db.ConnectionFailed) as exc:
+            except (*CONNECTION_ERRORS, _connections.ConnectionFailed) as exc:
                 self._outage.failed(exc)
             if not self._stopping:
                 await asyncio.sleep(backoff.next())
@@ -316,7 +316,7 @@ class Runner:
         waits for one lets a live job's lock expire.
         """
         heartbeat = queries_for(self._config.schema).heartbeat
-        conninfo, kwargs = _db.pool_conninfo(self._pool)
+        conninfo, kwargs = _connections.pool_conninfo(self._pool)
         conn: psycopg.AsyncConnection[Any] | None = None
         try:
             while True:
@@ -326,9 +326,9 @@ class Runner:
                     continue
                 try:
                     if conn is None or conn.closed:
-                        conn = await _db.connect(conninfo, **kwargs)
+                        conn = await _connections.connect(conninfo, **kwargs)
                     await conn.execute(heartbeat, ([w for w, _ in held], [q for _, q in held]))
-                except (psycopg.Error, _db.ConnectionFailed) as exc:
+                except (psycopg.Error, _connections.ConnectionFailed) as exc:
                     self._outage.failed(exc)
                     if conn is not None:
                         await conn.close()
