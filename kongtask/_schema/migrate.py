@@ -1,6 +1,6 @@
 """Brings a database to the newest schema kongtask knows, safely under concurrency.
 
-The migrations are the numbered files ``sql/NNNNNN.sql``. Each is applied once, in order, and
+The migrations are the numbered files ``migrations/NNNNNN.sql`` beside this module. Each is applied once, in order, and
 recorded in ``<schema>.migrations``; a database already migrated by graphile-worker is accepted as
 it is, because the same numbers mean the same schema.
 """
@@ -188,11 +188,8 @@ def _render_dollar(tag: str, body: str, quoted: str) -> str:
 
 
 def _migrations_folder() -> Path:
-    # The wheel carries the files inside the package; a source checkout keeps them at the top.
-    packaged = resources.files("kongtask") / "sql"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parents[2] / "sql"
+    # Package data, so an installed kongtask migrates without the source tree, from one place.
+    return Path(str(resources.files("kongtask._schema") / "migrations"))
 
 
 def load_migrations() -> list[Migration]:
