@@ -9,8 +9,8 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import _connections
-from ._schema import jobs
 from ._job import Job
+from ._schema import jobs
 from ._schema.statements import DEFAULT_SCHEMA
 
 

@@ -18,12 +18,11 @@ from typing import Any, TypeVar, overload
 
 from psycopg_pool import AsyncConnectionPool
 
-from . import _add_job
-from . import _run
-from .errors import ConfigurationError
+from . import _add_job, _run
 from ._job import Job, JobOptions, Unpack
-from ._worker_pool import Runner
 from ._schema.statements import DEFAULT_SCHEMA
+from ._worker_pool import Runner
+from .errors import ConfigurationError
 from .tasks import Task, set_task_timeout
 
 F = TypeVar("F", bound=Callable[..., Any])

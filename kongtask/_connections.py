@@ -254,7 +254,8 @@ def conninfo_or_environment(connection_string: str | None) -> str:
 
 
 def _check_one_target(connection_string: str | None, pool: Any, connection: Any) -> None:
-    given = [n for n, v in (("connection_string", connection_string), ("pool", pool), ("connection", connection)) if v is not None]
+    targets = (("connection_string", connection_string), ("pool", pool), ("connection", connection))
+    given = [name for name, value in targets if value is not None]
     if len(given) > 1:
         raise ConfigurationError(f"give one of connection_string, pool or connection, not {' and '.join(given)}")
 

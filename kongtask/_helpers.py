@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ._schema import jobs
 from ._job import Job, JobOptions, Unpack
 from ._resources import SharedResources
+from ._schema import jobs
 
 
 def _job_logger(task_name: str, job: Job) -> logging.Logger:
@@ -57,7 +57,9 @@ class _HelpersBase:
 T = TypeVar("T")
 
 
-async def _on_a_live_connection(pool: AsyncConnectionPool, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+async def _on_a_live_connection(
+    pool: AsyncConnectionPool, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+) -> T:
     """Runs ``work`` on a pooled connection, once more on another if the first turns out dead.
 
     After a server restart the pool still holds the connections that died with it; a task's query
@@ -114,11 +116,13 @@ class SyncHelpers(_HelpersBase):
 
     def add_job(self, identifier: str, payload: Any = None, **options: Unpack[JobOptions]) -> Job:
         """Adds a job, with the same options as :func:`kongtask.add_job`."""
-        return self._on_loop(self._async.add_job(identifier, payload, **options))
+        job: Job = self._on_loop(self._async.add_job(identifier, payload, **options))
+        return job
 
     def query(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
         """Runs one statement on the worker's pool; returns its rows (``[]`` when it has none)."""
-        return self._on_loop(self._async.query(query, params))
+        rows: list[tuple[Any, ...]] = self._on_loop(self._async.query(query, params))
+        return rows
 
     @contextlib.contextmanager
     def with_pg_client(self) -> Iterator[psycopg.Connection[Any]]:

@@ -18,16 +18,15 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from . import _connections
-from . import _defaults
+from . import _connections, _defaults
 from ._connections import Backoff
-from .errors import ConfigurationError, ConnectionFailed
 from ._schema.jobs import register_tolerant_loaders
 from ._schema.migrate import migrate_connection
-from ._worker_pool import Runner
 from ._schema.statements import queries_for
-from .tasks import Task, a_type_name, load_task_directory
 from ._worker import WorkerConfig
+from ._worker_pool import Runner
+from .errors import ConfigurationError, ConnectionFailed
+from .tasks import Task, a_type_name, load_task_directory
 
 log = logging.getLogger("kongtask.runner")
 

@@ -24,13 +24,13 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from ._schema import jobs
 from ._connections import Backoff, OutageLog
-from .errors import PayloadError
 from ._helpers import Helpers, SyncHelpers
-from ._resources import SharedResources
 from ._job import Job
+from ._resources import SharedResources
+from ._schema import jobs
 from ._schema.statements import queries_for
+from .errors import PayloadError
 from .tasks import Task, is_async_task, task_timeout
 
 log = logging.getLogger("kongtask.worker")
@@ -253,7 +253,7 @@ class WorkerTask(asyncio.Task):  # type: ignore[type-arg]
         # asyncio.timeout() and TaskGroup in task code cancel this task, then take it back.
         if self._outside_cancels:
             self._outside_cancels -= 1
-        return super().uncancel()  # type: ignore[no-any-return,misc]
+        return super().uncancel()  # type: ignore[no-any-return,misc,unused-ignore]  # 3.10 has no uncancel
 
     @property
     def cancelled_from_outside(self) -> bool:
@@ -484,7 +484,9 @@ class Worker:
             self._queries.return_stray_checkouts, {"worker_id": self.id}, None, until_stopping=True
         )
 
-    async def _execute_until_done(self, query: str, params: Any, job_id: int | None, until_stopping: bool = False) -> None:
+    async def _execute_until_done(
+        self, query: str, params: Any, job_id: int | None, until_stopping: bool = False
+    ) -> None:
         """Runs a statement that is safe to repeat, retrying through outages until it lands or the
         stop is forced (or, ``until_stopping``, until any stop)."""
         backoff = Backoff(ceiling=2.0)

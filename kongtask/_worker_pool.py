@@ -26,6 +26,7 @@ from ._worker import (
     WorkerConfig,
     WorkerTask,
 )
+from .errors import ConnectionFailed
 
 log = logging.getLogger("kongtask.pool")
 
@@ -276,9 +277,10 @@ class Runner:
                     # Anything added while we were not listening is waiting now.
                     self._wake()
                     async for _ in conn.notifies():
-                        log.debug("new job notified: waking %s", "an idle worker" if self._idle else "no one (all busy)")
+                        woken = "an idle worker" if self._idle else "no one (all busy)"
+                        log.debug("new job notified: waking %s", woken)
                         self._wake(1)
-            except (*CONNECTION_ERRORS, _connections.ConnectionFailed) as exc:
+            except (*CONNECTION_ERRORS, ConnectionFailed) as exc:
                 self._outage.failed(exc)
             if not self._stopping:
                 await asyncio.sleep(backoff.next())
@@ -328,7 +330,7 @@ class Runner:
                     if conn is None or conn.closed:
                         conn = await _connections.connect(conninfo, **kwargs)
                     await conn.execute(heartbeat, ([w for w, _ in held], [q for _, q in held]))
-                except (psycopg.Error, _connections.ConnectionFailed) as exc:
+                except (psycopg.Error, ConnectionFailed) as exc:
                     self._outage.failed(exc)
                     if conn is not None:
                         await conn.close()

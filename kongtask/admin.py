@@ -16,10 +16,10 @@ from psycopg.rows import class_row, tuple_row
 
 from . import _defaults
 from ._connections import borrow
-from .errors import ConfigurationError
 from ._job import Job
 from ._schema.jobs import TolerantTimestamptzLoader, fetch_job
 from ._schema.statements import queries_for
+from .errors import ConfigurationError
 
 JobState = Literal["all", "locked", "failed", "dead", "unknown-task"]
 JOB_STATES: tuple[JobState, ...] = ("all", "locked", "failed", "dead", "unknown-task")
@@ -75,11 +75,10 @@ async def list_jobs(
     params = {
         "state": state, "limit": limit, "task": task, "queue": queue, "known_tasks": sorted(known_tasks or ()),
     }
-    async with borrow(**target) as conn:
-        async with conn.cursor(row_factory=class_row(JobSummary)) as cur:
-            cur.adapters.register_loader("timestamptz", _NoneForUnrepresentable)
-            await cur.execute(queries_for(schema).list_jobs, params)
-            return await cur.fetchall()
+    async with borrow(**target) as conn, conn.cursor(row_factory=class_row(JobSummary)) as cur:
+        cur.adapters.register_loader("timestamptz", _NoneForUnrepresentable)
+        await cur.execute(queries_for(schema).list_jobs, params)
+        return await cur.fetchall()
 
 
 async def unlock_worker(worker_id: str, *, schema: str = _defaults.SCHEMA, **target: Any) -> list[str]:

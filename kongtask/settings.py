@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from . import _defaults
-from .errors import ConfigurationError
 from ._schema.jobs import MAX_ATTEMPTS, MAX_NAME_LENGTH
 from ._schema.statements import schema_name_problem
+from .errors import ConfigurationError
 
 ENV_PREFIX = "KONGTASK_"
 WORKER, ADD_JOB, MIGRATE, JOBS = "worker", "add-job", "migrate", "jobs"
@@ -614,7 +614,7 @@ def _file_named(name: str, layers: list[_Layer], cwd: Path) -> Path | None:
     found = _first_given(name, layers)
     if found is None:
         return None
-    path = _parse(_named(name), *found)
+    path: Path = _parse(_named(name), *found)
     path = path if path.is_absolute() else cwd / path
     if not path.is_file():
         raise ConfigurationError(f"{path} does not exist (given by {found[1].describe(name)})")

@@ -22,12 +22,12 @@ import traceback
 import types
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from .errors import TaskLoadError
 
 #: A task: ``def task(payload, helpers)`` or ``async def task(payload, helpers)``.
-Task = Callable[[Any, Any], Union[Any, Awaitable[Any]]]
+Task = Callable[[Any, Any], Any | Awaitable[Any]]
 
 _PACKAGE_PREFIX = "kongtask_tasks_"
 
@@ -86,7 +86,7 @@ def _import_file(package: str, path: Path) -> types.ModuleType:
     sys.modules[fullname] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException as exc:  # a task file may raise anything at import, SystemExit included
+    except BaseException as exc:  # noqa: BLE001 - a task file may raise anything at import, SystemExit included
         del sys.modules[fullname]
         raise TaskLoadError(f"cannot load task file {_describe_import_error(path, exc)}") from None
     return module
@@ -99,7 +99,7 @@ def _check_task(where: str, name: str, candidate: object) -> Task:
         )
     if not callable(candidate):
         raise TaskLoadError(f"{where}: `{name}` is {a_type_name(candidate)}, not a function")
-    return candidate  # type: ignore[return-value]
+    return candidate
 
 
 def a_type_name(value: object) -> str:
@@ -197,5 +197,5 @@ def is_async_task(task: Task) -> bool:
     """Whether calling ``task`` returns something to await (``async def``, or a callable object's)."""
     if inspect.iscoroutinefunction(task):
         return True
-    call = getattr(task, "__call__", None)
+    call = getattr(task, "__call__", None)  # noqa: B004 - reads the method to inspect it, not to test callability
     return inspect.iscoroutinefunction(call)

@@ -46,8 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._children import spare_child
-from .server import EmbeddedServer
 from ..errors import ConfigurationError, KongtaskError
+from .server import EmbeddedServer
 
 log = logging.getLogger("kongtask.embedded")
 

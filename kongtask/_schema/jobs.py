@@ -19,8 +19,8 @@ from psycopg.adapt import AdaptersMap, Loader
 from psycopg.rows import tuple_row
 from psycopg.types.json import JsonLoader
 
-from ..errors import PayloadError
 from .._job import Job, JobOptions, Unpack
+from ..errors import PayloadError
 from .statements import ADD_JOB_OPTIONS, queries_for
 
 #: Upstream's get_job default: a queue locked longer than this is taken as abandoned. The SQL API

@@ -197,7 +197,7 @@ class Queries:
             schema,
         )
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one Queries per schema lives for the process
+    @functools.cache  # noqa: B019 - one Queries per schema lives for the process
     def add_job(self, options: tuple[str, ...]) -> str:
         """``add_job`` with named arguments for just the given options.
 
@@ -237,7 +237,7 @@ $kongtask$
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def queries_for(schema: str) -> Queries:
     """The shared, rendered statements for ``schema``."""
     return Queries(schema)
