@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from . import _add_job, _run
 from ._job import Job, JobOptions, Unpack
+from ._options import WorkerOptions
 from ._schema.statements import DEFAULT_SCHEMA
 from ._worker_pool import Runner
 from .errors import ConfigurationError
@@ -80,10 +81,10 @@ class App:
     async def migrate(self) -> list[int]:
         return await _run.migrate(**self._database())
 
-    async def run(self, **options: Any) -> Runner:
+    async def run(self, **options: Unpack[WorkerOptions]) -> Runner:
         """Runs this app's tasks until stopped; options as :func:`kongtask.run`."""
         return await _run.run(task_list=self.tasks, **self._database(), **options)
 
-    async def run_once(self, **options: Any) -> None:
+    async def run_once(self, **options: Unpack[WorkerOptions]) -> None:
         """Runs every runnable job of this app's tasks, then returns; options as :func:`kongtask.run_once`."""
         await _run.run_once(task_list=self.tasks, **self._database(), **options)

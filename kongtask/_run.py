@@ -10,8 +10,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from . import _connections, _defaults
 from ._connections import Backoff
+from ._job import Unpack
+from ._options import ResolvedOptions, RunOptions
 from ._schema.jobs import register_tolerant_loaders
 from ._schema.migrate import migrate_connection
 from ._schema.statements import queries_for
@@ -85,46 +85,12 @@ async def _migrate_with_retry(conninfo: str, schema: str, *, retry: bool) -> Non
         return
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """The options of :func:`run` and :func:`run_once`; see :func:`run` for their meaning."""
-
-    task_directory: str | Path | None = None
-    task_list: Mapping[str, Task] | None = None
-    pool: AsyncConnectionPool | None = None
-    connection_string: str | None = None
-    schema: str = _defaults.SCHEMA
-    concurrency: int = _defaults.CONCURRENCY
-    poll_interval: float = _defaults.POLL_INTERVAL
-    shutdown_timeout: float = _defaults.SHUTDOWN_TIMEOUT
-    job_expiry: timedelta = _defaults.JOB_EXPIRY
-    heartbeat_interval: float = _defaults.HEARTBEAT_INTERVAL
-    task_timeout: float | None = _defaults.TASK_TIMEOUT
-    handle_signals: bool = False
-    log_success: bool | None = None
-
-    def check(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.poll_interval <= 0:
-            raise ConfigurationError(f"poll_interval must be positive, got {self.poll_interval}")
-        if self.heartbeat_interval <= 0:
-            raise ConfigurationError(f"heartbeat_interval must be positive, got {self.heartbeat_interval}")
-        if self.job_expiry.total_seconds() <= self.heartbeat_interval:
-            raise ConfigurationError(
-                f"job_expiry ({self.job_expiry.total_seconds():g}s) must be longer than the heartbeat interval "
-                f"({self.heartbeat_interval:g}s), or live workers would lose their jobs"
-            )
-        if self.task_timeout is not None and self.task_timeout <= 0:
-            raise ConfigurationError(f"task_timeout must be positive, got {self.task_timeout}")
-
-
 def _log_success(given: bool | None) -> bool:
     # Upstream's NO_LOG_SUCCESS is honoured only when the caller has not said.
     return given if given is not None else not os.environ.get("NO_LOG_SUCCESS")
 
 
-async def start(options: RunOptions, *, once: bool) -> Runner:
+async def start(options: ResolvedOptions, *, once: bool) -> Runner:
     """Checks the options, migrates, and starts the workers."""
     options.check()
     queries_for(options.schema)  # a schema name PostgreSQL cannot hold fails before any connection
@@ -175,23 +141,10 @@ async def start(options: RunOptions, *, once: bool) -> Runner:
         raise
 
 
-async def run(
-    *,
-    task_directory: str | Path | None = None,
-    task_list: Mapping[str, Task] | None = None,
-    pool: AsyncConnectionPool | None = None,
-    connection_string: str | None = None,
-    schema: str = _defaults.SCHEMA,
-    concurrency: int = _defaults.CONCURRENCY,
-    poll_interval: float = _defaults.POLL_INTERVAL,
-    shutdown_timeout: float = _defaults.SHUTDOWN_TIMEOUT,
-    job_expiry: timedelta = _defaults.JOB_EXPIRY,
-    heartbeat_interval: float = _defaults.HEARTBEAT_INTERVAL,
-    task_timeout: float | None = _defaults.TASK_TIMEOUT,
-    handle_signals: bool = False,
-    log_success: bool | None = None,
-) -> Runner:
+async def run(**options: Unpack[RunOptions]) -> Runner:
     """Migrates, then runs ``concurrency`` workers until stopped; returns the running :class:`Runner`.
+
+    The options (all keyword) are declared once, in :class:`kongtask._options.RunOptions`:
 
     - Tasks: ``task_directory`` (a folder of task files) or ``task_list`` (``{name: function}``).
     - Database: ``pool`` (an open ``AsyncConnectionPool``), ``connection_string``, or ``DATABASE_URL``.
@@ -204,42 +157,15 @@ async def run(
     - ``log_success``: log a ``Completed task ...`` line per successful job; ``None`` (the default)
       means yes unless the environment variable ``NO_LOG_SUCCESS`` is set, as upstream.
     """
-    return await start(
-        RunOptions(
-            task_directory, task_list, pool, connection_string, schema, concurrency, poll_interval,
-            shutdown_timeout, job_expiry, heartbeat_interval, task_timeout, handle_signals, log_success,
-        ),
-        once=False,
-    )
+    return await start(ResolvedOptions(**options), once=False)
 
 
-async def run_once(
-    *,
-    task_directory: str | Path | None = None,
-    task_list: Mapping[str, Task] | None = None,
-    pool: AsyncConnectionPool | None = None,
-    connection_string: str | None = None,
-    schema: str = _defaults.SCHEMA,
-    concurrency: int = _defaults.CONCURRENCY,
-    poll_interval: float = _defaults.POLL_INTERVAL,
-    shutdown_timeout: float = _defaults.SHUTDOWN_TIMEOUT,
-    job_expiry: timedelta = _defaults.JOB_EXPIRY,
-    heartbeat_interval: float = _defaults.HEARTBEAT_INTERVAL,
-    task_timeout: float | None = _defaults.TASK_TIMEOUT,
-    handle_signals: bool = False,
-    log_success: bool | None = None,
-) -> None:
+async def run_once(**options: Unpack[RunOptions]) -> None:
     """Migrates, then runs every runnable job with ``concurrency`` workers and returns.
 
     The options are those of :func:`run`.
     """
-    runner = await start(
-        RunOptions(
-            task_directory, task_list, pool, connection_string, schema, concurrency, poll_interval,
-            shutdown_timeout, job_expiry, heartbeat_interval, task_timeout, handle_signals, log_success,
-        ),
-        once=True,
-    )
+    runner = await start(ResolvedOptions(**options), once=True)
     await runner.wait()
 
 
