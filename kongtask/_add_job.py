@@ -9,9 +9,9 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import _connections
+from ._defaults import SCHEMA as DEFAULT_SCHEMA
 from ._job import Job
 from ._schema import jobs
-from ._schema.statements import DEFAULT_SCHEMA
 
 
 async def add_job(

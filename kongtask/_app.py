@@ -19,9 +19,9 @@ from typing import Any, TypeVar, overload
 from psycopg_pool import AsyncConnectionPool
 
 from . import _add_job, _run
+from ._defaults import SCHEMA as DEFAULT_SCHEMA
 from ._job import Job, JobOptions, Unpack
 from ._options import WorkerOptions
-from ._schema.statements import DEFAULT_SCHEMA
 from ._worker_pool import Runner
 from .errors import ConfigurationError
 from .tasks import Task, set_task_timeout

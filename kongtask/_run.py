@@ -20,9 +20,9 @@ from . import _connections, _defaults
 from ._connections import Backoff
 from ._job import Unpack
 from ._options import ResolvedOptions, RunOptions
+from ._schema import held_by, schema_named
 from ._schema.jobs import register_tolerant_loaders
 from ._schema.migrate import migrate_connection
-from ._schema.statements import queries_for
 from ._worker import WorkerConfig
 from ._worker_pool import Runner
 from .errors import ConfigurationError, ConnectionFailed
@@ -93,7 +93,7 @@ def _log_success(given: bool | None) -> bool:
 async def start(options: ResolvedOptions, *, once: bool) -> Runner:
     """Checks the options, migrates, and starts the workers."""
     options.check()
-    queries_for(options.schema)  # a schema name PostgreSQL cannot hold fails before any connection
+    schema_named(options.schema)  # a schema name PostgreSQL cannot hold fails before any connection
     tasks = _resolve_tasks(options.task_directory, options.task_list)
     conninfo = resolve_connection_string(options.pool, options.connection_string)
     pool = options.pool
@@ -115,16 +115,18 @@ async def start(options: ResolvedOptions, *, once: bool) -> Runner:
         _connections.pool_conninfo(pool)  # fail now, not in the listener, if kongtask cannot open its own
         async with pool.connection() as conn:
             await migrate_connection(conn, options.schema)
-    config = WorkerConfig(
-        tasks=tasks,
-        decode_per_statement=options.pool is not None,
-        schema=options.schema,
-        poll_interval=options.poll_interval,
-        job_expiry=options.job_expiry,
-        log_success=_log_success(options.log_success),
-        task_timeout=options.task_timeout,
-    )
     try:
+        async with pool.connection() as conn:
+            database = await held_by(conn, options.schema)
+        config = WorkerConfig(
+            tasks=tasks,
+            decode_per_statement=options.pool is not None,
+            database=database,
+            poll_interval=options.poll_interval,
+            job_expiry=options.job_expiry,
+            log_success=_log_success(options.log_success),
+            task_timeout=options.task_timeout,
+        )
         return Runner(
             config,
             pool,
@@ -177,6 +179,6 @@ async def migrate(
 ) -> list[int]:
     """Brings the database to the newest schema; returns the numbers of the migrations applied."""
     resolve_connection_string(pool, connection_string)
-    queries_for(schema)  # a bad schema name fails before any connection
+    schema_named(schema)  # a bad schema name fails before any connection
     async with _connections.borrow(connection_string, pool) as conn:
         return await migrate_connection(conn, schema)

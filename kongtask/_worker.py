@@ -28,8 +28,7 @@ from ._connections import Backoff, OutageLog
 from ._helpers import Helpers, SyncHelpers
 from ._job import Job
 from ._resources import SharedResources
-from ._schema import jobs
-from ._schema.statements import queries_for
+from ._schema import DatabaseSchema, jobs
 from .errors import PayloadError
 from .tasks import Task, is_async_task, task_timeout
 
@@ -66,7 +65,8 @@ class WorkerConfig:
     """What every worker of a pool runs with."""
 
     tasks: Mapping[str, Task]
-    schema: str
+    #: The schema this database holds, chosen when the pool started: every statement comes from it.
+    database: DatabaseSchema
     poll_interval: float
     job_expiry: timedelta
     log_success: bool
@@ -75,6 +75,10 @@ class WorkerConfig:
     decode_per_statement: bool = False
     task_names: list[str] = field(init=False)
     async_tasks: frozenset[str] = field(init=False)
+
+    @property
+    def schema(self) -> str:
+        return self.database.name
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task_names", sorted(self.tasks))
@@ -283,7 +287,7 @@ class Worker:
         self._config = config
         self._resources = resources
         self._coordinator = coordinator
-        self._queries = queries_for(config.schema)
+        self._queries = config.database
         self._thread: _TaskThread | None = None
         self._task: WorkerTask | None = None
         self._abort_reason: str | None = None

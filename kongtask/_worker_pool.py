@@ -18,7 +18,6 @@ from psycopg_pool import AsyncConnectionPool
 from . import _connections
 from ._connections import Backoff, OutageLog
 from ._resources import SharedResources
-from ._schema.statements import queries_for
 from ._worker import (
     CHECKOUT_TIMEOUT_S,
     CONNECTION_ERRORS,
@@ -264,7 +263,7 @@ class Runner:
 
     async def _listen(self) -> None:
         """Keeps a dedicated connection listening for new jobs, reconnecting when it drops."""
-        listen = queries_for(self._config.schema).listen
+        listen = self._config.database.listen
         conninfo, kwargs = _connections.pool_conninfo(self._pool)
         backoff = Backoff()
         while not self._stopping:
@@ -291,7 +290,7 @@ class Runner:
         Quiet while there are none: a job added for a task nobody has must not wait in silence,
         but in a fleet whose workers have different tasks, an empty report is no news.
         """
-        query = queries_for(self._config.schema).due_jobs_without_task
+        query = self._config.database.due_jobs_without_task
         names = list(self._config.task_names)
         while True:
             try:
@@ -317,7 +316,7 @@ class Runner:
         On a connection of its own: tasks may hold every pooled connection, and a heartbeat that
         waits for one lets a live job's lock expire.
         """
-        heartbeat = queries_for(self._config.schema).heartbeat
+        heartbeat = self._config.database.heartbeat
         conninfo, kwargs = _connections.pool_conninfo(self._pool)
         conn: psycopg.AsyncConnection[Any] | None = None
         try:

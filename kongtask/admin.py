@@ -17,8 +17,8 @@ from psycopg.rows import class_row, tuple_row
 from . import _defaults
 from ._connections import borrow
 from ._job import Job
+from ._schema import schema_named
 from ._schema.jobs import TolerantTimestamptzLoader, fetch_job
-from ._schema.statements import queries_for
 from .errors import ConfigurationError
 
 JobState = Literal["all", "locked", "failed", "dead", "unknown-task"]
@@ -77,7 +77,7 @@ async def list_jobs(
     }
     async with borrow(**target) as conn, conn.cursor(row_factory=class_row(JobSummary)) as cur:
         cur.adapters.register_loader("timestamptz", _NoneForUnrepresentable)
-        await cur.execute(queries_for(schema).list_jobs, params)
+        await cur.execute(schema_named(schema).list_jobs, params)
         return await cur.fetchall()
 
 
@@ -85,7 +85,7 @@ async def unlock_worker(worker_id: str, *, schema: str = _defaults.SCHEMA, **tar
     """Releases every queue ``worker_id`` holds (a worker you know is dead); returns their names."""
     async with borrow(**target) as conn:
         cursor = conn.cursor(row_factory=tuple_row)
-        await cursor.execute(queries_for(schema).unlock_worker, (worker_id,))
+        await cursor.execute(schema_named(schema).unlock_worker, (worker_id,))
         return [row[0] for row in await cursor.fetchall()]
 
 
@@ -97,7 +97,7 @@ async def _one_job(query: str, params: tuple[Any, ...], target: dict[str, Any]) 
 
 async def retry_job(job_id: int, *, schema: str = _defaults.SCHEMA, **target: Any) -> Job | None:
     """Makes a job due now with one more attempt, even one that used up its attempts."""
-    return await _one_job(queries_for(schema).retry_job, (job_id,), target)
+    return await _one_job(schema_named(schema).retry_job, (job_id,), target)
 
 
 async def reschedule_job(
@@ -113,9 +113,9 @@ async def reschedule_job(
         raise ConfigurationError("give run_at, priority, or both")
     if run_at is not None and run_at.tzinfo is None:
         raise ConfigurationError(f"run_at {run_at.isoformat()} has no time zone; pass an aware datetime")
-    return await _one_job(queries_for(schema).reschedule_job, (run_at, priority, job_id), target)
+    return await _one_job(schema_named(schema).reschedule_job, (run_at, priority, job_id), target)
 
 
 async def delete_job(job_id: int, *, schema: str = _defaults.SCHEMA, **target: Any) -> Job | None:
     """Deletes a job; returns it, or ``None`` when there was no such job."""
-    return await _one_job(queries_for(schema).delete_job, (job_id,), target)
+    return await _one_job(schema_named(schema).delete_job, (job_id,), target)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from . import _defaults
+from ._schema.generation import schema_name_problem
 from ._schema.jobs import MAX_ATTEMPTS, MAX_NAME_LENGTH
-from ._schema.statements import schema_name_problem
 from .errors import ConfigurationError
 
 ENV_PREFIX = "KONGTASK_"

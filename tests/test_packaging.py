@@ -20,7 +20,7 @@ def test_wheel_ships_the_migrations_and_migrates_a_database(tmp_path: Path, db_u
     assert built.returncode == 0, built.stderr
     [wheel] = tmp_path.glob("kongtask-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "kongtask/_schema/migrations/000001.sql" in names and "kongtask/_schema/queries.sql" in names and "kongtask/py.typed" in names
+    assert "kongtask/_schema/migrations/000001.sql" in names and "kongtask/_schema/v0_1.sql" in names and "kongtask/py.typed" in names
     target = tmp_path / "installed"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],

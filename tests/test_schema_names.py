@@ -19,7 +19,7 @@ import kongtask
 from kongtask import admin
 from kongtask.errors import ConfigurationError, MigrationError
 from kongtask._schema.migrate import Migration, load_migrations
-from kongtask._schema.statements import MIGRATION_SCHEMA_TOKEN
+from kongtask._schema.generation import MIGRATION_SCHEMA_TOKEN
 from tests.catalog import describe_schema
 from tests.cli_support import clean_env, one_line
 from tests.cli_support import kongtask as run_cli

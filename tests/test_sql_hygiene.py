@@ -7,7 +7,7 @@ import string
 import typing
 from pathlib import Path
 
-from kongtask._schema.statements import Queries, named_statements
+from kongtask._schema.v0_1 import named_statements, statement_names
 
 PACKAGE = Path(__file__).resolve().parent.parent / "kongtask"
 EXECUTORS = {"execute", "executemany"}
@@ -47,12 +47,12 @@ def test_the_check_catches_a_formatted_statement() -> None:
 
 
 def test_the_named_statements_fill_in_identifiers_only() -> None:
-    # queries.sql's blocks take values as %s parameters; {...} fields are quoted identifiers.
+    # v0_1.sql's blocks take values as %s parameters; {...} fields are quoted identifiers.
     for name, template in named_statements().items():
         fields = {field for _, field, _, _ in string.Formatter().parse(template) if field}
         assert fields <= {"schema", "channel"}, f"{name} fills in {fields}"
 
 
 def test_every_named_statement_is_declared_once_and_every_declared_one_is_named() -> None:
-    declared = set(typing.get_type_hints(Queries))
+    declared = statement_names()
     assert declared == set(named_statements()) - {"install_extensions"}

@@ -20,7 +20,8 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from ..errors import MigrationError
-from .statements import INSTALL_EXTENSIONS, MIGRATION_SCHEMA_TOKEN, queries_for
+from .generation import MIGRATION_SCHEMA_TOKEN
+from .v0_1 import INSTALL_EXTENSIONS, schema_named
 
 log = logging.getLogger("kongtask.migrate")
 
@@ -211,7 +212,7 @@ async def migrate_connection(conn: psycopg.AsyncConnection[Any], schema: str) ->
     Everything happens in one transaction under an advisory lock, so many processes starting at
     once apply each migration exactly once, and a refused database is left untouched.
     """
-    queries = queries_for(schema)
+    queries = schema_named(schema)
     migrations = load_migrations()
     newest_known = migrations[-1].number
     applied: list[int] = []

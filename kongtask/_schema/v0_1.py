@@ -1,8 +1,8 @@
-"""Every statement kongtask sends to PostgreSQL: the named blocks of ``queries.sql``, rendered.
+"""The v0.1.0 generation: every statement kongtask sends to it, the named blocks of ``v0_1.sql``.
 
-The file is read once; its statements are composed once per schema with psycopg's ``sql`` module, so the schema name is always
-quoted as an identifier and values always travel as parameters. A batched fetch or release would be
-one more attribute here, beside the single-job statements.
+The file is read once; its statements are composed once per schema name with psycopg's ``sql``
+module, so the name is always quoted as an identifier and values always travel as parameters.
+:class:`SchemaV0_1` is this generation's :class:`~kongtask._schema.generation.DatabaseSchema`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from importlib import resources
 from psycopg import sql
 
 from ..errors import ConfigurationError
-
-DEFAULT_SCHEMA = "graphile_worker"
+from .generation import Capabilities, schema_name_problem
 
 #: The channel that the ``_900_notify_worker`` trigger notifies on every INSERT into jobs.
 JOBS_INSERT_CHANNEL = "jobs:insert"
@@ -23,32 +22,8 @@ JOBS_INSERT_CHANNEL = "jobs:insert"
 #: The optional arguments of ``<schema>.add_job``, in the order of its signature.
 ADD_JOB_OPTIONS = ("queue_name", "run_at", "max_attempts")
 
-#: Stands for the quoted schema name in the numbered migration files, where SQL code may hold a
-#: name (kongtask._schema.migrate reads comments, strings and function bodies as PostgreSQL does).
-MIGRATION_SCHEMA_TOKEN = ":KONGTASK_SCHEMA"
-
-#: PostgreSQL silently cuts a longer name to its first NAMEDATALEN - 1 bytes.
-MAX_NAME_BYTES = 63
-
-
-def schema_name_problem(schema: str) -> str | None:
-    """Why PostgreSQL cannot hold ``schema`` as it is (one line), or None when it can."""
-    if not schema:
-        return "the schema name must be non-empty, such as graphile_worker"
-    if "\x00" in schema:
-        return "the schema name holds a NUL character, which PostgreSQL names cannot; choose another"
-    try:
-        size = len(schema.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "the schema name is not valid text (undecodable bytes); choose another"
-    if size > MAX_NAME_BYTES:
-        # Cut, two long names would share one schema and its jobs.
-        shown = repr(schema if len(schema) <= 24 else schema[:24] + "...")
-        return (
-            f"the schema name {shown} is {size} bytes; PostgreSQL keeps only the first {MAX_NAME_BYTES} bytes"
-            f" of a name, so choose one of at most {MAX_NAME_BYTES} bytes (UTF-8)"
-        )
-    return None
+#: The highest migration of this generation: a database at or below it holds v0.1.0.
+LAST_MIGRATION = 1
 
 
 def _render(template: str, schema: str, **identifiers: str) -> str:
@@ -68,28 +43,32 @@ _SENT_AS_WRITTEN = frozenset({"migration_lock", "install_extensions"})
 
 @functools.cache
 def named_statements() -> dict[str, str]:
-    """The named blocks of ``queries.sql``, read once: ``{name: template}``, comment lines dropped."""
-    text = (resources.files(__package__ or "kongtask._schema") / "queries.sql").read_text(encoding="utf-8")
+    """The named blocks of ``v0_1.sql``, read once: ``{name: template}``, comment lines dropped."""
+    text = (resources.files("kongtask._schema") / "v0_1.sql").read_text(encoding="utf-8")
     blocks: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in text.splitlines():
         if line.startswith("-- name: "):
             name = line.removeprefix("-- name: ").strip()
             if name in blocks:
-                raise AssertionError(f"queries.sql names {name} twice")
+                raise AssertionError(f"v0_1.sql names {name} twice")
             current = blocks[name] = []
         elif current is not None and not line.lstrip().startswith("--"):
             current.append(line)
     return {name: "\n".join(lines).strip() for name, lines in blocks.items()}
 
 
-class Queries:
-    """The statements for one schema, rendered once and reused (so the server can prepare them).
+class SchemaV0_1:
+    """The v0.1.0 schema under one name: its statements, rendered once and reused (so the server
+    can prepare them), and its capabilities (none beyond the contract).
 
     Each statement that names the schema is meant to be executed with parameters (an empty tuple
     when it takes none): only then does psycopg turn the "%%" of a name back into "%". The text of
-    each is the block of the same name in ``queries.sql``.
+    each is the block of the same name in ``v0_1.sql``.
     """
+
+    generation = "v0.1.0"
+    capabilities = Capabilities()
 
     # the job lifecycle: fetch, release (complete or fail)
     get_job: str
@@ -123,19 +102,19 @@ class Queries:
         problem = schema_name_problem(schema)
         if problem:
             raise ConfigurationError(problem)
-        self.schema = schema
+        self.name = schema
         self.quoted_schema = sql.Identifier(schema).as_string(None)
-        declared = set(typing.get_type_hints(Queries))
+        declared = statement_names()
         templates = named_statements()
         missing = declared - set(templates)
         if missing:
-            raise AssertionError(f"queries.sql lacks {sorted(missing)}")
+            raise AssertionError(f"v0_1.sql lacks {sorted(missing)}")
         for name in declared:
             template = templates[name]
             rendered = template if name in _SENT_AS_WRITTEN else _render(template, schema, channel=JOBS_INSERT_CHANNEL)
             setattr(self, name, rendered)
 
-    @functools.cache  # noqa: B019 - one Queries per schema lives for the process
+    @functools.cache  # noqa: B019 - one SchemaV0_1 per schema name lives for the process
     def add_job(self, options: tuple[str, ...]) -> str:
         """``add_job`` with named arguments for just the given options.
 
@@ -146,16 +125,21 @@ class Queries:
         args += [sql.SQL("{} => %s").format(sql.Identifier(name)) for name in options]
         return (
             sql.SQL("select * from {schema}.add_job({args})")
-            .format(schema=_schema_in_statement(self.schema), args=sql.SQL(", ").join(args))
+            .format(schema=_schema_in_statement(self.name), args=sql.SQL(", ").join(args))
             .as_string(None)
         )
 
 
-#: Installs what the schema's defaults need before the first migration (see ``queries.sql``).
+#: Installs what the schema's defaults need before the first migration (see ``v0_1.sql``).
 INSTALL_EXTENSIONS = named_statements()["install_extensions"]
 
 
+def statement_names() -> set[str]:
+    """The statements this generation renders: the str attributes :class:`SchemaV0_1` declares."""
+    return {name for name, hint in typing.get_type_hints(SchemaV0_1).items() if hint is str} - {"generation", "name"}
+
+
 @functools.cache
-def queries_for(schema: str) -> Queries:
-    """The shared, rendered statements for ``schema``."""
-    return Queries(schema)
+def schema_named(schema: str) -> SchemaV0_1:
+    """The shared, rendered v0.1.0 schema named ``schema``."""
+    return SchemaV0_1(schema)
