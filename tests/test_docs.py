@@ -63,3 +63,11 @@ def test_every_module_the_code_map_names_exists() -> None:
     }
     unnamed = sorted(modules - named)
     assert not unnamed, f"modules missing from the code map in CONTRIBUTING.md: {unnamed}"
+
+
+def test_every_path_the_architecture_map_names_exists() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"`(kongtask/[\w/.]*)`", text))
+    assert named, "docs/architecture.md names no file"
+    missing = sorted(path for path in named if not (ROOT / path).exists())
+    assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
