@@ -17,9 +17,9 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from . import _connections, _defaults
-from ._connections import Backoff
 from ._job import Unpack
 from ._options import ResolvedOptions, RunOptions
+from ._outages import Backoff
 from ._schema import held_by, schema_named
 from ._schema.jobs import register_tolerant_loaders
 from ._schema.migrate import migrate_connection

@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from ._connections import Backoff, OutageLog
 from ._helpers import Helpers, SyncHelpers
 from ._job import Job
+from ._outages import Backoff, OutageLog
 from ._resources import SharedResources
 from ._schema import DatabaseSchema, jobs
 from .errors import PayloadError

@@ -16,7 +16,7 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from . import _connections
-from ._connections import Backoff, OutageLog
+from ._outages import Backoff, OutageLog
 from ._resources import SharedResources
 from ._worker import (
     CHECKOUT_TIMEOUT_S,

@@ -27,7 +27,8 @@ from click.core import ParameterSource
 import kongtask
 
 from . import settings as config
-from ._connections import describe_target, mask_password
+from ._connections import describe_target
+from ._masking import mask_password
 from ._schema import jobs as jobs_api
 from ._watch import RELOAD_SIGNAL, supervise, supervisor_pid
 from .errors import ConfigurationError, KongtaskError, PayloadError

@@ -370,7 +370,7 @@ def display(settings: Settings, opt: Option) -> str:
     else:
         text = opt.show(value)
     if opt.secret:
-        from ._connections import mask_password
+        from ._masking import mask_password
 
         text = mask_password(text)
     return text

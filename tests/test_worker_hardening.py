@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 import kongtask
-from kongtask import _connections
+from kongtask import _connections, _outages
 from kongtask._schema import jobs
 from kongtask import _worker
 from kongtask._embedded.server import EmbeddedServer
@@ -336,16 +336,16 @@ def test_a_worker_started_while_every_connection_slot_is_taken_waits_for_one(
 def test_a_busy_pool_deadlocks_and_timeouts_are_not_called_outages(migrated_url: str) -> None:
     from psycopg_pool import PoolTimeout
 
-    kind, line = _connections.describe_trouble(PoolTimeout("couldn't get a connection after 5.00 sec"), pool_size=3)
+    kind, line = _outages.describe_trouble(PoolTimeout("couldn't get a connection after 5.00 sec"), pool_size=3)
     assert kind == "pool" and "all 3 pooled connections" in line and "lost the connection" not in line
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         conn.execute("set statement_timeout = 10")
         with pytest.raises(psycopg.OperationalError) as cancelled:
             conn.execute("select pg_sleep(5)")
-    kind, line = _connections.describe_trouble(cancelled.value)
+    kind, line = _outages.describe_trouble(cancelled.value)
     assert kind == "timeout" and "statement_timeout" in line
-    assert _connections.describe_trouble(psycopg.errors.DeadlockDetected("deadlock detected"))[0] == "deadlock"
-    assert _connections.describe_trouble(psycopg.OperationalError("server closed the connection unexpectedly"))[0] == "outage"
+    assert _outages.describe_trouble(psycopg.errors.DeadlockDetected("deadlock detected"))[0] == "deadlock"
+    assert _outages.describe_trouble(psycopg.OperationalError("server closed the connection unexpectedly"))[0] == "outage"
 
 
 def test_tasks_holding_every_pooled_connection_are_named_in_the_log(
