@@ -13,17 +13,19 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .ceiling import pgbench_path
 from .node import node_command, node_version
 from .report import Verdict, judge, ratios_json, render
-from .results import METRICS, Results, Unavailable
+from .results import KONGTASK_KINDS, METRICS, Results, Unavailable
 from .server import Server, ServerFacts, provide_server, read_facts
 from .suite import MEASUREMENTS, Settings, Suite
-from .workers import BENCH_DIR, WorkerCommand, kongtask_command
+from .workers import BENCH_DIR, WorkerCommand, kongtask_command, kongtask_package
 
 RESULTS_DIR = BENCH_DIR / "results"
 
@@ -67,15 +69,21 @@ def available_systems(no_node: bool) -> tuple[dict[str, WorkerCommand], dict[str
     commands: dict[str, WorkerCommand] = {}
     missing: dict[str, str] = {}
     about: dict[str, str] = {}
-    for system, find in (("kongtask", kongtask_command), ("node", node_command)):
+    finders: list[tuple[str, Callable[[], WorkerCommand]]] = [
+        (system, partial(kongtask_command, system)) for system in KONGTASK_KINDS
+    ]
+    for system, find in (*finders, ("node", node_command)):
         if system == "node" and no_node:
             missing[system] = about[system] = "not run: --no-node"
             continue
         try:
             commands[system] = find()
-            about[system] = " ".join(commands[system].prefix[:2])
+            about[system] = " ".join(commands[system].prefix)
         except Unavailable as exc:
             missing[system] = about[system] = str(exc)
+    for system in KONGTASK_KINDS:
+        if system in commands:
+            about[system] += f" (kongtask package {kongtask_package(commands[system])})"
     if "node" in commands:
         about["node"] = f"graphile-worker 0.1.0 on node {node_version()}"
     pgbench = pgbench_path()
@@ -107,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         with provide_server(os.environ.get("DATABASE_URL") or None) as server:
             facts = read_facts(server)
             say(f"server: {server.origin}, {facts.describe()}")
-            say(f"kongtask: {about['kongtask']}; node: {about['node']}; pgbench: {about['pgbench']}")
+            for system in (*KONGTASK_KINDS, "node", "pgbench"):
+                say(f"{system}: {about[system]}")
             results = Suite(server, settings, scratch, commands, missing, say).run()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -134,7 +143,7 @@ def header(
         f"drains: {settings.jobs_count} jobs (one insert statement), best of {settings.rounds} round(s), timing the"
         " whole `--once` process, start-up included",
         f"latency: {settings.latency_samples} samples after {settings.latency_warmup} warm-up, workers taking turns;"
-        f" start-up: median of {settings.startup_repeats}; both workers run with NO_LOG_SUCCESS=1",
+        f" start-up: median of {settings.startup_repeats}; every worker runs with NO_LOG_SUCCESS=1",
         *(f"{system}: {line}" for system, line in about.items()),
         "",
     ]

@@ -2,8 +2,8 @@
 
 Each worker runs continuously, idle on LISTEN, so each sample measures the NOTIFY wake-up path.
 The ``bench_latency`` task stamps CLOCK_MONOTONIC as it starts and writes the stamp to a FIFO; we
-stamp the same clock just before ``add_job``. kongtask and Node run that same task (in Python and
-in JS), so both are measured by one method.
+stamp the same clock just before ``add_job``. kongtask and Node run that same task (in Python, as
+``async def`` and as ``def``, and in JS), so all are measured by one method.
 
 The workers under test run side by side, each on its own database, and take turns: sample 1 of
 each, then sample 2 of each, and so on. Most of a sample is ``add_job``'s commit waiting for the

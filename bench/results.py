@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-#: The systems compared, in the order of the table's columns. ``psycopg`` and ``pgbench`` are the
-#: SQL ceiling: the worker's own statements in a tight loop, with no worker around them.
-SYSTEMS = ("kongtask", "node", "psycopg", "pgbench")
+#: The systems compared, in the order of the table's columns. ``kongtask`` runs ``async def`` tasks,
+#: ``kongtask-def`` their plain ``def`` twins. ``psycopg`` and ``pgbench`` are the SQL ceiling: the
+#: worker's own statements in a tight loop, with no worker around them.
+KONGTASK_KINDS = ("kongtask", "kongtask-def")
+SYSTEMS = (*KONGTASK_KINDS, "node", "psycopg", "pgbench")
 
 
 @dataclass(frozen=True)

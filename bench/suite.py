@@ -1,10 +1,12 @@
 """The order of work: each measurement on a fresh database, systems side by side.
 
-Measurements of one kind run back to back across the systems (ceiling, Node, kongtask), so a load
-spike on this shared machine hits the figures being compared with each other, not just one of them.
-Drains repeat for ``rounds`` and keep each system's best round: interference only ever slows a
-drain down, so the best round is the one closest to what the system can do. Start-up and latency
-go further: the two workers take turns, run by run and sample by sample.
+Measurements of one kind run back to back across the systems (ceiling, Node, kongtask with
+``async def`` tasks, kongtask with ``def`` tasks), so a load spike on this shared machine hits the
+figures being compared with each other, not just one of them. Drains repeat for ``rounds`` and keep
+each system's best round: interference only ever slows a drain down, so the best round is the one
+closest to what the system can do; the two kongtask kinds swap places every round, so neither
+always runs right after the other. Start-up and latency go further: the workers take turns, run by
+run and sample by sample.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .ceiling import pgbench_ceiling, psycopg_ceiling
 from .db import fresh_database
 from .latency import latency
 from .measure import drain, startup
-from .results import METRICS, Measured, Results, Unavailable
+from .results import KONGTASK_KINDS, METRICS, Measured, Results, Unavailable
 from .server import Server
 from .workers import WorkerCommand
 
@@ -66,26 +68,29 @@ class Suite:
         for round_ in range(1, self.settings.rounds + 1):
             if self.settings.rounds > 1 and only & {"ceiling", "drain", "memory"}:
                 self.say(f"  drains, round {round_} of {self.settings.rounds}")
-            self._drains()
+            self._drains(round_)
         self._keep_best_rounds()
         if "latency" in only:
             latency_metrics = tuple(m.key for m in METRICS if m.key.startswith("latency_"))
             self._side_by_side("latency", latency_metrics, self._latency)
         return self.results
 
-    def _drains(self) -> None:
+    def _drains(self, round_: int) -> None:
         only = self.settings.only
+        kinds = KONGTASK_KINDS if round_ % 2 else KONGTASK_KINDS[::-1]
         if "ceiling" in only:
             self._ceiling(1)
         if only & {"drain", "memory"}:
-            for system in ("node", "kongtask"):
+            for system in ("node", *kinds):
                 self._measure("drain_j1", system, ("drain_j1", "cpu_j1", "rss_j1"), self._drain(1))
         if "ceiling" in only:
             self._ceiling(4)
         if "drain" in only:
-            self._measure("drain_j4", "kongtask", ("drain_j4",), self._drain(4))
+            for system in kinds:
+                self._measure("drain_j4", system, ("drain_j4",), self._drain(4))
         if "memory" in only:
-            self._measure("drain_j8", "kongtask", ("drain_j8", "rss_j8"), self._drain(8))
+            for system in kinds:
+                self._measure("drain_j8", system, ("drain_j8", "rss_j8"), self._drain(8))
 
     def _startup(self, workers: _Workers) -> dict[str, Measured | Unavailable]:
         return startup(workers, self.settings.startup_repeats, self.scratch)
@@ -132,9 +137,9 @@ class Suite:
     def _side_by_side(
         self, name: str, metrics: tuple[str, ...], run: Callable[[_Workers], dict[str, Measured | Unavailable]]
     ) -> None:
-        """Both workers in one measurement, taking turns, each on a database of its own."""
+        """Every worker in one measurement, taking turns, each on a database of its own."""
         systems: list[str] = []
-        for system in ("node", "kongtask"):
+        for system in ("node", *KONGTASK_KINDS):
             if system in self.commands:
                 systems.append(system)
             else:
@@ -156,7 +161,7 @@ class Suite:
 
     def _show(self, name: str, system: str, outcome: Measured | Unavailable) -> None:
         if isinstance(outcome, Unavailable):
-            self.say(f"  {name:<9} {system:<9} n/a ({outcome})")
+            self.say(f"  {name:<9} {system:<12} n/a ({outcome})")
         else:
             shown = ", ".join(f"{key} {value:,.2f}" for key, value in outcome.figures.items())
-            self.say(f"  {name:<9} {system:<9} {shown}")
+            self.say(f"  {name:<9} {system:<12} {shown}")

@@ -15,7 +15,11 @@ from pathlib import Path
 from .results import Unavailable
 
 BENCH_DIR = Path(__file__).resolve().parent
+#: kongtask is measured twice, as two systems: with ``async def`` tasks and with plain ``def`` twins
+#: of them (what most users write). The same task names in both, so the workers fetch alike.
 KONGTASK_TASKS = BENCH_DIR / "tasks"
+KONGTASK_DEF_TASKS = BENCH_DIR / "tasks_def"
+KONGTASK_SYSTEMS: dict[str, Path] = {"kongtask": KONGTASK_TASKS, "kongtask-def": KONGTASK_DEF_TASKS}
 
 #: A drain of 20,000 jobs takes seconds to a minute or two; this only stops a hung worker.
 RUN_TIMEOUT_S = 900.0
@@ -105,8 +109,9 @@ def tail(log: Path, lines: int = 6) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
 
-def kongtask_command() -> WorkerCommand:
-    """The installed ``kongtask`` console script, or :class:`Unavailable` saying why not."""
+def kongtask_command(system: str = "kongtask") -> WorkerCommand:
+    """The installed ``kongtask`` console script running ``system``'s tasks folder (see
+    :data:`KONGTASK_SYSTEMS`), or :class:`Unavailable` saying why not."""
     script = Path(sys.executable).parent / "kongtask"
     if not script.exists():
         raise Unavailable(f"kongtask CLI not available: no console script at {script}")
@@ -117,4 +122,16 @@ def kongtask_command() -> WorkerCommand:
     if probe.returncode != 0:
         lines = (probe.stderr or probe.stdout).strip().splitlines()
         raise Unavailable(f"kongtask CLI not available: {lines[-1] if lines else f'exit {probe.returncode}'}")
-    return WorkerCommand("kongtask", (str(script), "worker", "--tasks", str(KONGTASK_TASKS)), BENCH_DIR)
+    return WorkerCommand(system, (str(script), "worker", "--tasks", str(KONGTASK_SYSTEMS[system])), BENCH_DIR)
+
+
+def kongtask_package(command: WorkerCommand) -> str:
+    """Where the worker's ``kongtask`` package is, as the worker would import it: with its
+    environment (PYTHONPATH included) and working directory, by the interpreter the console script
+    sits next to. Comparing two builds of kongtask depends on knowing which one ran."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "import kongtask, os; print(os.path.dirname(kongtask.__file__))"],
+        cwd=command.cwd, env=command.env(), capture_output=True, text=True, timeout=60,
+    )
+    lines = (probe.stdout if probe.returncode == 0 else probe.stderr).strip().splitlines()
+    return lines[-1] if lines else f"unknown (exit {probe.returncode})"

@@ -30,8 +30,8 @@ def connection_kwargs(conninfo: str) -> dict[str, Any]:
             reason = reason.replace(f'"{conninfo[start:end]}"', '"***"')
         raise ConfigurationError(
             f"invalid connection string {mask_password(conninfo)!r}: {mask_password(reason)}; "
-            "expected a URL like postgres://user:password@host:5432/dbname, with special characters "
-            "in the password percent-encoded (e.g. \"@\" as %40, space as %20, \"/\" as %2F)"
+            f"expected a URL like postgres://HOST/DBNAME with USER:PASSWORD@ before the host, "
+            f"{_PERCENT_ENCODE}"
         ) from None
     kwargs: dict[str, Any] = {"autocommit": True}
     if "connect_timeout" not in params:
@@ -91,16 +91,23 @@ def refusal_is_transient(text: str) -> bool:
     return not ("FATAL:" in text or "failed to resolve host" in text or "could not translate host" in text)
 
 
+_PERCENT_ENCODE = 'with special characters in the password percent-encoded ("@" as %40, space as %20, "/" as %2F)'
+
+
 def connection_failed(conninfo: str, exc: BaseException) -> ConnectionFailed:
     """The one-line error for a connection that could not be opened."""
     reason = mask_password(first_line(exc)) or type(exc).__name__
+    hint = "check DATABASE_URL or --connection, and that the server is running"
     try:
-        reason = _hide_misplaced_userinfo(reason, _conninfo.conninfo_to_dict(conninfo))
+        params = _conninfo.conninfo_to_dict(conninfo)
+        reason = _hide_misplaced_userinfo(reason, params)
+        if any("@" in str(params.get(key) or "") for key in ("host", "dbname", "port")):
+            # An unencoded "@" in the password: libpq took the rest of the password for the host.
+            hint = f"the URL has more than one '@': write it {_PERCENT_ENCODE}"
     except psycopg.ProgrammingError:
         pass
     return ConnectionFailed(
-        f"cannot connect to PostgreSQL at {describe_target(conninfo)}: {reason} "
-        "(check DATABASE_URL or --connection, and that the server is running)",
+        f"cannot connect to PostgreSQL at {describe_target(conninfo)}: {reason} ({hint})",
         transient=refusal_is_transient(str(exc)),
     )
 

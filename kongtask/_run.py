@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,18 @@ async def _configure_connection(conn: psycopg.AsyncConnection[Any]) -> None:
     register_tolerant_loaders(conn.adapters)
 
 
+#: While a worker waits for the database at start, how often it says it still waits (seconds).
+_STILL_WAITING_EVERY_S = 60.0
+
+
 async def _migrate_with_retry(conninfo: str, schema: str, *, retry: bool) -> None:
-    """Migrates before any worker starts; a continuous run waits for the database to come up."""
+    """Migrates before any worker starts; a continuous run waits for the database to come up.
+
+    The wait is said once, then at most once a minute, not on every try.
+    """
     backoff = Backoff(ceiling=10.0)
+    waiting_since: float | None = None
+    last_said = 0.0
     while True:
         try:
             conn = await _connections.connect(conninfo)
@@ -77,9 +87,19 @@ async def _migrate_with_retry(conninfo: str, schema: str, *, retry: bool) -> Non
             if not (retry and exc.transient):
                 raise
             delay = backoff.next()
-            log.warning("%s; retrying in %.1fs", exc, delay)
+            now = time.monotonic()
+            if waiting_since is None:
+                waiting_since = last_said = now
+                log.warning("%s; waiting for it, retrying with backoff", exc)
+            elif now - last_said >= _STILL_WAITING_EVERY_S:
+                last_said = now
+                log.warning("still waiting for PostgreSQL after %.0fs: %s", now - waiting_since, exc)
+            else:
+                log.debug("%s; retrying in %.1fs", exc, delay)
             await asyncio.sleep(delay)
             continue
+        if waiting_since is not None:
+            log.warning("PostgreSQL answered after %.1fs", time.monotonic() - waiting_since)
         async with conn:
             await migrate_connection(conn, schema)
         return

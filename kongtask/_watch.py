@@ -82,6 +82,7 @@ class _Supervisor:
         self.children: set[asyncio.subprocess.Process] = set()
         self.background: set[asyncio.Task[None]] = set()
         self.stop_requested: asyncio.Event | None = None
+        self.stop_signals: list[signal.Signals] = []  # every stop signal so far, in order
         self.exit_code = 0
 
     async def run(self) -> int:
@@ -128,6 +129,7 @@ class _Supervisor:
         else:
             log.info("%s received again: the worker stops its running jobs now", sig.name)
         self.stop_requested.set()
+        self.stop_signals.append(sig)
         for child in list(self.children):
             if child.returncode is None:
                 child.send_signal(sig)
@@ -167,6 +169,9 @@ class _Supervisor:
         self.current = child
         self.children.add(child)
         self._in_background(self._follow(child))
+        # A stop that came while the child was being started never reached it: pass it on now.
+        for sig in self.stop_signals:
+            child.send_signal(sig)
 
     async def _follow(self, child: asyncio.subprocess.Process) -> None:
         assert self.stop_requested is not None

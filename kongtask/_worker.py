@@ -178,10 +178,17 @@ class _TaskThread:
 
 
 def _truncated(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, its head and tail kept around a note."""
     if len(text) <= limit:
         return text
-    head = limit // 2
-    return f"{text[:head]} [... {len(text) - limit} characters cut ...] {text[-(limit - head):]}"
+    keep = limit
+    while True:  # the note's own length depends on the count it gives
+        note = f" [... {len(text) - keep} characters cut ...] "
+        if keep + len(note) <= limit:
+            break
+        keep = limit - len(note)
+    head = keep // 2
+    return f"{text[:head]}{note}{text[len(text) - (keep - head):]}"
 
 
 def _user_stack(error: BaseException) -> str:

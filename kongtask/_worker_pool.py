@@ -194,10 +194,14 @@ class Runner:
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals_seen += 1
         if self._signals_seen == 1:
-            log.warning(
-                "%s received: finishing running jobs (up to %gs; send it again to stop now)",
-                sig.name, self._shutdown_timeout,
-            )
+            running = sum(w.current_job is not None for w in self._workers)
+            if running:
+                log.warning(
+                    "%s received: finishing %d running job(s) (up to %gs; send it again to stop now)",
+                    sig.name, running, self._shutdown_timeout,
+                )
+            else:
+                log.warning("%s received: no job is running, stopping", sig.name)
             self._begin_stop(sig.name)
         else:
             log.warning("%s received again: stopping now", sig.name)

@@ -120,7 +120,7 @@ class _TextFormatter(logging.Formatter):
 
 
 #: The fields of a job's log records (the worker's lines and a task's own), as JSON keys.
-_JOB_FIELDS = ("job_id", "task", "queue", "attempt", "max_attempts", "duration_ms", "error", "task_identifier")
+_JOB_FIELDS = ("job_id", "task", "queue", "attempt", "max_attempts", "duration_ms", "error")
 
 
 class _JsonFormatter(logging.Formatter):
@@ -175,20 +175,28 @@ _EMBEDDED_PROJECT_ENV = "_KONGTASK_EMBEDDED_PROJECT"
 
 
 @contextlib.contextmanager
-def _database(settings: Settings, announce: int = logging.DEBUG) -> Iterator[str]:
+def _database(settings: Settings, announce: int = logging.DEBUG, may_create: bool = False) -> Iterator[str]:
     """The connection string to use while the block runs.
 
-    ``announce``: the level of the line that says which embedded server is used (a worker says it
-    at INFO; a quick command only with -v).
+    ``announce``: the level of the lines that say which embedded server is used and that it
+    stopped (a worker says them at INFO; a quick command only with -v). ``may_create``: a new
+    embedded database may be made for a folder that is in no project (a worker's, which has
+    tasks); a quick command there would add its job where no worker looks.
     """
     if settings.connection is not None:
         yield settings.connection
         return
-    from ._embedded.project import embedded_database
+    from ._embedded.project import embedded_database, has_database
 
+    root = _project_root()
+    if not (may_create or config.is_project_folder(root) or has_database(root)):
+        raise ConfigurationError(
+            f"no database configured, and {root} is in no kongtask project (no tasks/ folder, kongtask.toml, "
+            ".env or [tool.kongtask] in it or above): run this in your project's folder, or set DATABASE_URL"
+        )
     if os.environ.get(_EMBEDDED_PROJECT_ENV):
         announce = logging.DEBUG  # the --watch supervisor said it already
-    with embedded_database(_project_root()) as db:
+    with embedded_database(root, stop_level=announce) as db:
         log.log(
             announce,
             "no connection configured, so using this folder's embedded PostgreSQL (%s); data in %s; "
@@ -244,7 +252,7 @@ def worker(ctx: click.Context, /, **params: Any) -> None:
         signal.signal(RELOAD_SIGNAL, _interrupt)  # retired before it is up: unwind as on SIGTERM
     tasks = _load_tasks(settings.tasks)
     try:
-        with _database(settings, announce=logging.INFO) as conninfo:
+        with _database(settings, announce=logging.INFO, may_create=True) as conninfo:
             try:
                 _run(_work(settings, tasks, conninfo))
             finally:
@@ -329,7 +337,7 @@ def _supervise(ctx: click.Context, /, settings: Settings) -> int:
     from .tasks import check_task_directory
 
     check_task_directory(settings.tasks)
-    with _database(settings, announce=logging.INFO) as conninfo:
+    with _database(settings, announce=logging.INFO, may_create=True) as conninfo:
         _run(kongtask.migrate(connection_string=conninfo, schema=settings.schema))  # fails fast
         env = dict(os.environ)
         if settings.connection is None:

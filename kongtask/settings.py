@@ -155,6 +155,17 @@ def _name(value: Any) -> str:
     return text
 
 
+def _conninfo(value: Any) -> str:
+    text = _text(value)
+    from ._connections import connection_kwargs  # psycopg, only when a connection is given
+
+    try:
+        connection_kwargs(text)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
 def _path(value: Any) -> Path:
     return Path(_text(value)).expanduser()
 
@@ -237,7 +248,7 @@ class Settings:
     """What a kongtask command runs with. Build it with :func:`resolve`."""
 
     connection: str | None = option(
-        None, "-c", metavar="URL", commands=_ALL, aliases=("DATABASE_URL",), secret=True, parse=_text,
+        None, "-c", metavar="URL", commands=_ALL, aliases=("DATABASE_URL",), secret=True, parse=_conninfo,
         help="PostgreSQL connection URL. libpq's PG* variables fill in what it leaves out. When no "
         "connection is configured anywhere, kongtask uses an embedded PostgreSQL of this project "
         "(pip install 'kongtask[embedded]').",
@@ -483,7 +494,8 @@ def _discover_config(cwd: Path) -> Path | None:
     return None
 
 
-def _is_project_root(folder: Path) -> bool:
+def is_project_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds what marks a kongtask project (see :func:`find_project_root`)."""
     if (folder / CONFIG_FILE).is_file() or (folder / DOTENV).is_file() or (folder / "tasks").is_dir():
         return True
     pyproject = folder / PYPROJECT
@@ -507,7 +519,7 @@ def find_project_root(cwd: Path) -> Path:
     for folder in (cwd, *cwd.parents):
         if folder == home_parent and folder != cwd:
             break
-        if _is_project_root(folder):
+        if is_project_folder(folder):
             return folder
     return cwd
 

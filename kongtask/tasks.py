@@ -17,6 +17,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import inspect
+import os
 import sys
 import traceback
 import types
@@ -29,7 +30,9 @@ from .errors import TaskLoadError
 #: A task: ``def task(payload, helpers)`` or ``async def task(payload, helpers)``.
 Task = Callable[[Any, Any], Any | Awaitable[Any]]
 
-_PACKAGE_PREFIX = "kongtask_tasks_"
+#: Task folders become subpackages of kongtask: a process that a task spawns can then import them
+#: (and their task files) by name, since importing kongtask installs the finder that knows them.
+_PACKAGE_PREFIX = "kongtask._task_folder_"
 
 
 class _FolderFallbackFinder(importlib.abc.MetaPathFinder):
@@ -51,15 +54,67 @@ def _install_fallback_finder(folder: Path) -> None:
     sys.meta_path.append(_FolderFallbackFinder(folder))
 
 
+#: The tasks folders this process loaded, for the processes it spawns (os.pathsep-separated).
+TASK_FOLDERS_ENV = "_KONGTASK_TASK_FOLDERS"
+
+
+def _package_name(folder: Path) -> str:
+    return _PACKAGE_PREFIX + hashlib.sha1(str(folder).encode()).hexdigest()[:12]
+
+
+def _new_package(name: str, folder: Path) -> types.ModuleType:
+    package = types.ModuleType(name)
+    package.__path__ = [str(folder)]
+    package.__package__ = name
+    return package
+
+
 def _folder_package(folder: Path) -> str:
     """A private package whose ``__path__`` is ``folder``, so task files import relatively."""
-    name = _PACKAGE_PREFIX + hashlib.sha1(str(folder).encode()).hexdigest()[:12]
+    name = _package_name(folder)
     if name not in sys.modules:
-        package = types.ModuleType(name)
-        package.__path__ = [str(folder)]
-        package.__package__ = name
-        sys.modules[name] = package
+        sys.modules[name] = _new_package(name, folder)
+        # A task's multiprocessing pool with the spawn or forkserver start method unpickles the
+        # task's functions by module name in a fresh interpreter, which must find this package.
+        known = [f for f in os.environ.get(TASK_FOLDERS_ENV, "").split(os.pathsep) if f]
+        if str(folder) not in known:
+            os.environ[TASK_FOLDERS_ENV] = os.pathsep.join([*known, str(folder)])
     return name
+
+
+class _TaskPackageLoader(importlib.abc.Loader):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        return _new_package(spec.name, self.folder)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
+class _SpawnedTaskFinder(importlib.abc.MetaPathFinder):
+    """In a process spawned by a task (multiprocessing's spawn or forkserver): finds the private
+    packages of the tasks folders its parent loaded, and their task files."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith(_PACKAGE_PREFIX):
+            return None
+        package, _, member = fullname.partition(".")[2].partition(".")
+        package = "kongtask." + package
+        for entry in os.environ.get(TASK_FOLDERS_ENV, "").split(os.pathsep):
+            folder = Path(entry)
+            if not entry or _package_name(folder) != package:
+                continue
+            if not member:
+                return importlib.util.spec_from_loader(fullname, _TaskPackageLoader(folder), is_package=True)
+            stem = member.replace("%2E", ".").replace("%25", "%")
+            return importlib.util.spec_from_file_location(fullname, folder / f"{stem}.py")
+        return None
+
+
+if os.environ.get(TASK_FOLDERS_ENV) and not any(isinstance(f, _SpawnedTaskFinder) for f in sys.meta_path):
+    sys.meta_path.append(_SpawnedTaskFinder())
 
 
 def _describe_import_error(path: Path, exc: BaseException) -> str:

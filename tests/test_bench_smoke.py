@@ -30,6 +30,8 @@ def _run_quick_benchmark(server_url: str, json_path: Path) -> dict[str, Any]:
     result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert "SQL/pgbench" in result.stdout  # the table was printed
+    # Both kinds of kongtask task are columns of their own, labelled as such.
+    assert "kongtask async" in result.stdout and "kongtask def" in result.stdout
     report: dict[str, Any] = json.loads(json_path.read_text())
     return report
 
@@ -39,16 +41,26 @@ def test_quick_benchmark_drains_every_job_and_reports_every_system(pg_server_url
 
     assert report.keys() >= EXPECTED_KEYS
     assert report["settings"]["jobs_count"] == 60
-    assert len(report["targets"]) == 6
-    assert all(target["met"] in (True, False, None) for target in report["targets"])
+    targets = report["targets"]
+    assert len(targets) == 10
+    assert all(target["met"] in (True, False, None) for target in targets)
+    # The drain targets hold for def tasks too, and each target says which kind it judges.
+    def_targets = [target for target in targets if target["system"] == "kongtask-def"]
+    assert {target["metric"] for target in def_targets} == {"drain_j1", "drain_j4", "rss_j8"}
+    assert all(target["target"].startswith("def: ") for target in def_targets)
+    assert all(target["target"].startswith("async: ") for target in targets if target["system"] == "kongtask")
     details, figures = report["details"], report["figures"]
 
-    # The kongtask CLI is part of this repository, so its rows must be real figures.
-    assert not report["systems"]["kongtask"].startswith("kongtask CLI not available"), report["systems"]
-    for measurement in ("drain_j1", "drain_j4", "drain_j8"):
-        assert details[measurement]["kongtask"]["remaining_jobs"] == 0, details[measurement]
-    for metric in ("startup_s", "drain_j1", "drain_j4", "drain_j8", "latency_avg", "latency_p99", "rss_j8"):
-        assert figures[metric]["kongtask"]["value"] > 0, (metric, figures[metric])
+    # The kongtask CLI is part of this repository, so its rows must be real figures, for async def
+    # tasks (system "kongtask") and plain def tasks ("kongtask-def") alike.
+    for system in ("kongtask", "kongtask-def"):
+        assert not report["systems"][system].startswith("kongtask CLI not available"), report["systems"]
+        for measurement in ("drain_j1", "drain_j4", "drain_j8"):
+            assert details[measurement][system]["remaining_jobs"] == 0, details[measurement]
+        for metric in ("startup_s", "drain_j1", "drain_j4", "drain_j8", "cpu_j1", "latency_avg", "rss_j8"):
+            assert figures[metric][system]["value"] > 0, (system, metric, figures[metric])
+        assert report["ratios"][system]["drain_j1"]["psycopg"] > 0, report["ratios"]
+    assert "bench/tasks_def" in report["systems"]["kongtask-def"], report["systems"]
 
     # The psycopg ceiling needs nothing beyond the test's own dependencies.
     for measurement in ("drain_j1", "drain_j4"):

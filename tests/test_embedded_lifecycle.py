@@ -19,7 +19,7 @@ from kongtask._embedded.server import EmbeddedServer, private_temporary_home
 from kongtask._embedded.project import project_home, server_in
 from kongtask.errors import KongtaskError
 from kongtask.settings import find_project_root
-from tests.cli_support import Background, clean_env, runs, write_task
+from tests.cli_support import Background, clean_env, one_line, runs, write_task
 from tests.cli_support import kongtask as run
 from tests.support import wait_until
 
@@ -319,3 +319,18 @@ def test_under_watch_the_worker_holds_the_embedded_server_like_any_kongtask(proj
         wait_until(lambda: not server.is_running(), timeout=15, what="the server to stop")
     finally:
         supervisor.kill()
+
+
+def test_a_quick_command_in_no_project_makes_no_new_database(tmp_path: Path) -> None:
+    """`add-job` in a folder of no project would add its job to a database no worker uses."""
+    nowhere = tmp_path / "nowhere"
+    nowhere.mkdir()
+    env = env_for(nowhere)
+    try:
+        result = run("add-job", "greet", cwd=nowhere, env=env)
+        assert result.returncode == 1, result.stderr
+        line = one_line(result.stderr)
+        assert "no kongtask project" in line and "DATABASE_URL" in line
+        assert not project_home(nowhere).exists()
+    finally:
+        _remove_embedded(nowhere)

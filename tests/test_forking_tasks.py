@@ -197,3 +197,38 @@ def test_a_thread_a_task_left_running_cannot_hold_the_worker_at_exit(tmp_path: P
     finally:
         worker.kill()
     assert "exit took over" in worker.output()
+
+
+SPAWNING_TASK = """
+import multiprocessing
+
+def square(n):
+    return n * n
+
+def task(payload, helpers):
+    with multiprocessing.get_context(payload["method"]).Pool(2) as pool:
+        squares = pool.map(square, range(5))
+    helpers.logger.info("%s pool: %s", payload["method"], squares)
+    assert squares == [0, 1, 4, 9, 16]
+"""
+
+
+def test_a_pool_with_the_spawn_or_forkserver_method_finds_the_task_files_functions(
+    tmp_path: Path, migrated_url: str
+) -> None:
+    """A spawned interpreter unpickles the task's function by module name: it must be able to import
+    the task file, or the pool's workers die and pool.map waits for ever."""
+    write_task(tmp_path / "tasks", "pooled", body=SPAWNING_TASK)
+    write_task(tmp_path / "tasks", "report.v2", body=SPAWNING_TASK)  # a dotted file name too
+    env = clean_env(DATABASE_URL=migrated_url)
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        for task in ("pooled", "report.v2"):
+            for method in ("spawn", "forkserver"):
+                conn.execute("select graphile_worker.add_job(%s, %s::json)", (task, json.dumps({"method": method})))
+    from tests.cli_support import kongtask as run
+
+    result = run("worker", "--once", "--jobs", "2", cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("pool: [0, 1, 4, 9, 16]") == 4, result.stderr
+    with psycopg.connect(migrated_url) as conn:
+        assert conn.execute("select count(*) from graphile_worker.jobs").fetchone() == (0,)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import string
-import typing
 from pathlib import Path
 
 from kongtask._schema.v0_1 import named_statements, statement_names

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -197,7 +200,7 @@ def test_two_ctrl_c_stop_the_job_and_the_supervisor_waits_for_its_worker(
     supervisor = worker.process.pid
     try:
         worker.process.send_signal(signal.SIGINT)
-        worker.wait_for("SIGINT received: finishing running jobs")  # the worker has it
+        worker.wait_for("SIGINT received: finishing 1 running job(s)")  # the worker has it
         worker.process.send_signal(signal.SIGINT)
         code = worker.process.wait(60)
         # The supervisor left only after its worker: none is left running the job.
@@ -250,3 +253,32 @@ def test_a_reload_is_routine_and_ignores_editor_files(watched: tuple[Path, dict[
     worker.wait_for("reloading: this worker finishes its running jobs")
     assert "SIGTERM" not in worker.output() and "WARNING" not in worker.output()
     assert worker.stop(signal.SIGINT) == 0
+
+
+def test_a_stop_that_comes_while_a_worker_is_being_started_reaches_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal handled while the supervisor awaits the new child's start finds no child to pass it
+    on to; the child must still get it, or the supervisor waits for it for ever."""
+    from kongtask import _watch
+
+    (tmp_path / "tasks").mkdir()
+    started: list[int] = []
+    real_exec = asyncio.create_subprocess_exec
+
+    async def exec_then_stop(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        supervisor._on_signal(signal.SIGHUP)  # lands before the child is known
+        child = await real_exec(*args, **kwargs)
+        started.append(child.pid)
+        return child
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", exec_then_stop)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    supervisor = _watch._Supervisor((tmp_path / "tasks").resolve(), sleeper, dict(os.environ), shutdown_timeout=60)
+
+    async def scenario() -> int:
+        return await asyncio.wait_for(supervisor.run(), 30)
+
+    asyncio.run(scenario())
+    assert len(started) == 1
+    assert not Path(f"/proc/{started[0]}").exists() or "zombie" in Path(f"/proc/{started[0]}/status").read_text()

@@ -239,10 +239,15 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def has_database(project: Path) -> bool:
+    """Whether ``project`` has an embedded database already (without creating or starting one)."""
+    return (server_in(project_home(project.resolve())).data_dir / "PG_VERSION").exists()
+
+
 @contextlib.contextmanager
-def embedded_database(project: Path) -> Iterator[EmbeddedDatabase]:
+def embedded_database(project: Path, stop_level: int = logging.INFO) -> Iterator[EmbeddedDatabase]:
     """Uses the project's embedded server for the block: starts it when needed, and stops it
-    afterwards unless another kongtask process still uses it.
+    afterwards unless another kongtask process still uses it (saying so at ``stop_level``).
 
     Raises :class:`~kongtask.errors.ConfigurationError` when the ``embedded`` extra is missing.
     """
@@ -290,7 +295,7 @@ def embedded_database(project: Path) -> Iterator[EmbeddedDatabase]:
             if not others:
                 if server.is_running():
                     server.stop()
-                    log.info("stopped the embedded PostgreSQL (no other kongtask process uses it)")
+                    log.log(stop_level, "stopped the embedded PostgreSQL (no other kongtask process uses it)")
             else:
                 log.debug("the embedded PostgreSQL keeps running for %d other kongtask process(es)", len(others))
 
