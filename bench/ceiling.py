@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psycopg
 
-from kongtask.jobs import UPSTREAM_JOB_EXPIRY
-from kongtask.queries import queries_for
+from kongtask._schema.jobs import UPSTREAM_JOB_EXPIRY
+from kongtask._schema import schema_named
 
 from .db import SCHEMA, count_jobs, insert_jobs
 from .results import Measured, Unavailable
@@ -31,7 +31,7 @@ TASK_NAMES = sorted(path.stem for path in KONGTASK_TASKS.glob("*.py") if not pat
 
 
 def _drain_loop(url: str, worker_id: str, ready: Event, go: Event) -> None:
-    queries = queries_for(SCHEMA)
+    queries = schema_named(SCHEMA)
     with psycopg.connect(url, autocommit=True) as conn:
         ready.set()
         go.wait()

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from kongtask.migrations import migrate_connection
+from kongtask._schema.migrate import migrate_connection
 
 from .server import Server
 

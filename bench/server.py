@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from kongtask._embedded import EmbeddedServer, private_temporary_home
+from kongtask._embedded.server import EmbeddedServer, private_temporary_home
 
 #: Debian's PostgreSQL 15, the server the upstream comparison figures in the spec were taken on.
 DEBIAN_PG15 = Path("/usr/lib/postgresql/15/bin")

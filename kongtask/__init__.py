@@ -11,8 +11,12 @@ The public API:
 
 from __future__ import annotations
 
-from .app import App
-from .client import add_job, add_job_sync
+from ._add_job import add_job, add_job_sync
+from ._app import App
+from ._helpers import Helpers, SyncHelpers
+from ._job import Job, JobOptions
+from ._run import migrate, run, run_once
+from ._worker_pool import Runner
 from .errors import (
     ConfigurationError,
     ConnectionFailed,
@@ -21,10 +25,6 @@ from .errors import (
     PayloadError,
     TaskLoadError,
 )
-from .helpers import Helpers, SyncHelpers
-from .job import Job, JobOptions
-from .pool import Runner
-from .runner import migrate, run, run_once
 
 __version__ = "0.1.0"
 

@@ -14,12 +14,12 @@ from typing import Any, Literal
 
 from psycopg.rows import class_row, tuple_row
 
-from . import defaults
-from ._db import borrow
+from . import _defaults
+from ._connections import borrow
+from ._job import Job
+from ._schema import schema_named
+from ._schema.jobs import TolerantTimestamptzLoader, fetch_job
 from .errors import ConfigurationError
-from .job import Job
-from .jobs import TolerantTimestamptzLoader, fetch_job
-from .queries import queries_for
 
 JobState = Literal["all", "locked", "failed", "dead", "unknown-task"]
 JOB_STATES: tuple[JobState, ...] = ("all", "locked", "failed", "dead", "unknown-task")
@@ -61,7 +61,7 @@ async def list_jobs(
     task: str | None = None,
     queue: str | None = None,
     known_tasks: Collection[str] | None = None,
-    schema: str = defaults.SCHEMA,
+    schema: str = _defaults.SCHEMA,
     **target: Any,
 ) -> list[JobSummary]:
     """Jobs in ``state``: ``locked`` (their queue is held by a worker), ``failed`` (will be retried),
@@ -75,18 +75,17 @@ async def list_jobs(
     params = {
         "state": state, "limit": limit, "task": task, "queue": queue, "known_tasks": sorted(known_tasks or ()),
     }
-    async with borrow(**target) as conn:
-        async with conn.cursor(row_factory=class_row(JobSummary)) as cur:
-            cur.adapters.register_loader("timestamptz", _NoneForUnrepresentable)
-            await cur.execute(queries_for(schema).list_jobs, params)
-            return await cur.fetchall()
+    async with borrow(**target) as conn, conn.cursor(row_factory=class_row(JobSummary)) as cur:
+        cur.adapters.register_loader("timestamptz", _NoneForUnrepresentable)
+        await cur.execute(schema_named(schema).list_jobs, params)
+        return await cur.fetchall()
 
 
-async def unlock_worker(worker_id: str, *, schema: str = defaults.SCHEMA, **target: Any) -> list[str]:
+async def unlock_worker(worker_id: str, *, schema: str = _defaults.SCHEMA, **target: Any) -> list[str]:
     """Releases every queue ``worker_id`` holds (a worker you know is dead); returns their names."""
     async with borrow(**target) as conn:
         cursor = conn.cursor(row_factory=tuple_row)
-        await cursor.execute(queries_for(schema).unlock_worker, (worker_id,))
+        await cursor.execute(schema_named(schema).unlock_worker, (worker_id,))
         return [row[0] for row in await cursor.fetchall()]
 
 
@@ -96,9 +95,9 @@ async def _one_job(query: str, params: tuple[Any, ...], target: dict[str, Any]) 
         return await fetch_job(conn, (query, params), tolerant=True)
 
 
-async def retry_job(job_id: int, *, schema: str = defaults.SCHEMA, **target: Any) -> Job | None:
+async def retry_job(job_id: int, *, schema: str = _defaults.SCHEMA, **target: Any) -> Job | None:
     """Makes a job due now with one more attempt, even one that used up its attempts."""
-    return await _one_job(queries_for(schema).retry_job, (job_id,), target)
+    return await _one_job(schema_named(schema).retry_job, (job_id,), target)
 
 
 async def reschedule_job(
@@ -106,7 +105,7 @@ async def reschedule_job(
     *,
     run_at: datetime | None = None,
     priority: int | None = None,
-    schema: str = defaults.SCHEMA,
+    schema: str = _defaults.SCHEMA,
     **target: Any,
 ) -> Job | None:
     """Changes a waiting job's ``run_at`` and/or ``priority`` (a smaller priority runs first)."""
@@ -114,9 +113,9 @@ async def reschedule_job(
         raise ConfigurationError("give run_at, priority, or both")
     if run_at is not None and run_at.tzinfo is None:
         raise ConfigurationError(f"run_at {run_at.isoformat()} has no time zone; pass an aware datetime")
-    return await _one_job(queries_for(schema).reschedule_job, (run_at, priority, job_id), target)
+    return await _one_job(schema_named(schema).reschedule_job, (run_at, priority, job_id), target)
 
 
-async def delete_job(job_id: int, *, schema: str = defaults.SCHEMA, **target: Any) -> Job | None:
+async def delete_job(job_id: int, *, schema: str = _defaults.SCHEMA, **target: Any) -> Job | None:
     """Deletes a job; returns it, or ``None`` when there was no such job."""
-    return await _one_job(queries_for(schema).delete_job, (job_id,), target)
+    return await _one_job(schema_named(schema).delete_job, (job_id,), target)

@@ -26,12 +26,13 @@ from click.core import ParameterSource
 
 import kongtask
 
-from . import jobs as jobs_api
 from . import settings as config
-from ._db import describe_target, mask_password
+from ._connections import describe_target
+from ._masking import mask_password
+from ._schema import jobs as jobs_api
+from ._watch import RELOAD_SIGNAL, supervise, supervisor_pid
 from .errors import ConfigurationError, KongtaskError, PayloadError
 from .settings import ADD_JOB, JOBS, MIGRATE, WORKER, Option, Settings
-from .watch import RELOAD_SIGNAL, supervise, supervisor_pid
 
 log = logging.getLogger("kongtask.cli")
 
@@ -75,7 +76,7 @@ def _with_options(command: str | None) -> Callable[[Callable[..., Any]], Callabl
     return decorate
 
 
-def _settings(ctx: click.Context, command: str | None, params: Mapping[str, Any]) -> Settings:
+def _settings(ctx: click.Context, /, command: str | None, params: Mapping[str, Any]) -> Settings:
     """The command's settings; sets up logging and adds ``.env`` to the environment (never over it)."""
     typed = {k: v for k, v in params.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
     here, root = Path.cwd(), _project_root()
@@ -185,7 +186,7 @@ def _database(settings: Settings, announce: int = logging.DEBUG, may_create: boo
     if settings.connection is not None:
         yield settings.connection
         return
-    from .embedded import embedded_database, has_database
+    from ._embedded.project import embedded_database, has_database
 
     root = _project_root()
     if not (may_create or config.is_project_folder(root) or has_database(root)):
@@ -236,7 +237,7 @@ def cli() -> None:
 @cli.command()
 @_with_options(WORKER)
 @click.pass_context
-def worker(ctx: click.Context, **params: Any) -> None:
+def worker(ctx: click.Context, /, **params: Any) -> None:
     """Run jobs with the tasks in the tasks folder, until SIGINT or SIGTERM.
 
     A first signal lets running jobs finish (up to --shutdown-timeout); a second stops them at
@@ -332,7 +333,7 @@ async def _stop_when_orphaned(runner: kongtask.Runner, supervisor: int) -> None:
     await runner.stop()
 
 
-def _supervise(ctx: click.Context, settings: Settings) -> int:
+def _supervise(ctx: click.Context, /, settings: Settings) -> int:
     from .tasks import check_task_directory
 
     check_task_directory(settings.tasks)
@@ -351,7 +352,7 @@ def _supervise(ctx: click.Context, settings: Settings) -> int:
 @click.argument("payload_json", required=False, metavar="[PAYLOAD_JSON]")
 @_with_options(ADD_JOB)
 @click.pass_context
-def add_job(ctx: click.Context, task: str, payload_json: str | None, **params: Any) -> None:
+def add_job(ctx: click.Context, /, task: str, payload_json: str | None, **params: Any) -> None:
     """Add a job for TASK and print its id.
 
     PAYLOAD_JSON is any JSON value (default {}); - reads it from standard input.
@@ -388,7 +389,7 @@ def _warn_if_no_task_file(folder: Path, task: str) -> None:
         )
 
 
-def _parse_payload(ctx: click.Context, text: str | None) -> Any:
+def _parse_payload(ctx: click.Context, /, text: str | None) -> Any:
     if text is None:
         return {}
     if text == "-":
@@ -413,7 +414,7 @@ async def _add_job(settings: Settings, conninfo: str, statement: tuple[str, tupl
     if settings.connection is None:
         # The embedded database may be brand new.
         await kongtask.migrate(connection_string=conninfo, schema=settings.schema)
-    from ._db import borrow
+    from ._connections import borrow
 
     async with borrow(conninfo) as conn:
         job = await jobs_api.fetch_job(conn, statement)
@@ -424,7 +425,7 @@ async def _add_job(settings: Settings, conninfo: str, statement: tuple[str, tupl
 @cli.command()
 @_with_options(MIGRATE)
 @click.pass_context
-def migrate(ctx: click.Context, **params: Any) -> None:
+def migrate(ctx: click.Context, /, **params: Any) -> None:
     """Create or update kongtask's tables in the database (workers do this too when they start)."""
     settings = _settings(ctx, MIGRATE, params)
     with _database(settings) as conninfo:
@@ -443,7 +444,7 @@ def jobs() -> None:
     """
 
 
-def _admin(ctx: click.Context, params: Mapping[str, Any], function: str, *args: Any, **kwargs: Any) -> Any:
+def _admin(ctx: click.Context, /, params: Mapping[str, Any], function: str, *args: Any, **kwargs: Any) -> Any:
     """Calls ``kongtask.admin.<function>`` on the configured database."""
     return _call_admin(_settings(ctx, JOBS, params), function, *args, **kwargs)
 
@@ -466,7 +467,9 @@ def _call_admin(settings: Settings, function: str, *args: Any, **kwargs: Any) ->
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="At most this many jobs.")
 @_with_options(JOBS)
 @click.pass_context
-def jobs_list(ctx: click.Context, state: str, task: str | None, queue: str | None, limit: int, **params: Any) -> None:
+def jobs_list(
+    ctx: click.Context, /, state: str, task: str | None, queue: str | None, limit: int, **params: Any
+) -> None:
     """List jobs, with their last error and the lock on their queue."""
     settings = _settings(ctx, JOBS, params)
     known = None
@@ -492,7 +495,7 @@ def jobs_list(ctx: click.Context, state: str, task: str | None, queue: str | Non
 @click.argument("worker_id")
 @_with_options(JOBS)
 @click.pass_context
-def jobs_unlock(ctx: click.Context, worker_id: str, **params: Any) -> None:
+def jobs_unlock(ctx: click.Context, /, worker_id: str, **params: Any) -> None:
     """Release the queues WORKER_ID holds (a worker you know is dead), now rather than at the expiry."""
     queues = _admin(ctx, params, "unlock_worker", worker_id)
     click.echo(f"unlocked {len(queues)} queue(s)")
@@ -508,7 +511,7 @@ def _job_or_fail(job: Any, job_id: int, done: str) -> None:
 @click.argument("job_id", type=int)
 @_with_options(JOBS)
 @click.pass_context
-def jobs_retry(ctx: click.Context, job_id: int, **params: Any) -> None:
+def jobs_retry(ctx: click.Context, /, job_id: int, **params: Any) -> None:
     """Make JOB_ID due now, with one more attempt (also a job whose attempts are used up)."""
     job = _admin(ctx, params, "retry_job", job_id)
     _job_or_fail(job, job_id, "is due now")
@@ -520,7 +523,9 @@ def jobs_retry(ctx: click.Context, job_id: int, **params: Any) -> None:
 @click.option("--priority", type=int, help="New priority: a smaller number runs first.")
 @_with_options(JOBS)
 @click.pass_context
-def jobs_reschedule(ctx: click.Context, job_id: int, run_at: str | None, priority: int | None, **params: Any) -> None:
+def jobs_reschedule(
+    ctx: click.Context, /, job_id: int, run_at: str | None, priority: int | None, **params: Any
+) -> None:
     """Change a waiting job's run_at and/or priority."""
     when = None
     if run_at is not None:
@@ -538,7 +543,7 @@ def jobs_reschedule(ctx: click.Context, job_id: int, run_at: str | None, priorit
 @click.argument("job_id", type=int)
 @_with_options(JOBS)
 @click.pass_context
-def jobs_delete(ctx: click.Context, job_id: int, **params: Any) -> None:
+def jobs_delete(ctx: click.Context, /, job_id: int, **params: Any) -> None:
     """Delete JOB_ID."""
     job = _admin(ctx, params, "delete_job", job_id)
     _job_or_fail(job, job_id, "deleted")
@@ -547,7 +552,7 @@ def jobs_delete(ctx: click.Context, job_id: int, **params: Any) -> None:
 @cli.command("config")
 @_with_options(None)
 @click.pass_context
-def show_config(ctx: click.Context, **params: Any) -> None:
+def show_config(ctx: click.Context, /, **params: Any) -> None:
     """Show the settings kongtask would use here, and where each one comes from."""
     settings = _settings(ctx, None, params)
     for opt in config.options():
@@ -555,7 +560,7 @@ def show_config(ctx: click.Context, **params: Any) -> None:
         if getattr(settings, opt.name) is None:
             note = ""
             if opt.name == "connection":
-                from .embedded import project_home
+                from ._embedded.project import project_home
 
                 note = f": the embedded PostgreSQL in {project_home(_project_root())} is used"
             click.echo(f"# {opt.name} is not set{note}")
@@ -579,7 +584,7 @@ def _megabytes(size: int) -> str:
 @embedded.command("list")
 def embedded_list() -> None:
     """Show each embedded database: project folder, data folder, size, and whether it runs."""
-    from .embedded import list_embedded
+    from ._embedded.project import list_embedded
 
     click.echo("project\tdata\tsize\tstate")
     for db in list_embedded():
@@ -596,7 +601,7 @@ def embedded_remove(project: Path | None) -> None:
     PROJECT is a project folder, or the data folder `kongtask embedded list` shows (for a database
     whose project is unknown). It is refused while a kongtask process uses the database.
     """
-    from .embedded import home_of, remove_embedded
+    from ._embedded.project import home_of, remove_embedded
 
     removed = remove_embedded(home_of(project if project is not None else _project_root()))
     click.echo(f"removed the embedded database of {removed.project or removed.home} ({_megabytes(removed.size)})")
@@ -638,6 +643,6 @@ def run_cli(args: list[str]) -> int:
     except KongtaskError as exc:
         _print_error(str(exc))
         return 1
-    except Exception:
+    except Exception:  # noqa: BLE001 - a bug keeps its traceback (masked), then a non-zero exit
         sys.stderr.write(mask_password(traceback.format_exc()))
         return 1

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from . import defaults
+from . import _defaults
+from ._schema.generation import schema_name_problem
+from ._schema.jobs import MAX_ATTEMPTS, MAX_NAME_LENGTH
 from .errors import ConfigurationError
-from .jobs import MAX_ATTEMPTS, MAX_NAME_LENGTH
-from .queries import schema_name_problem
 
 ENV_PREFIX = "KONGTASK_"
 WORKER, ADD_JOB, MIGRATE, JOBS = "worker", "add-job", "migrate", "jobs"
@@ -157,7 +157,7 @@ def _name(value: Any) -> str:
 
 def _conninfo(value: Any) -> str:
     text = _text(value)
-    from ._db import connection_kwargs  # psycopg, only when a connection is given
+    from ._connections import connection_kwargs  # psycopg, only when a connection is given
 
     try:
         connection_kwargs(text)
@@ -255,15 +255,15 @@ class Settings:
         shown_default="embedded",
     )
     schema: str = option(
-        defaults.SCHEMA, metavar="NAME", commands=_ALL, parse=_schema_name, passes_as="schema",
+        _defaults.SCHEMA, metavar="NAME", commands=_ALL, parse=_schema_name, passes_as="schema",
         help="Database schema that holds the job tables.",
     )
     jobs: int = option(
-        defaults.CONCURRENCY, "-j", metavar="N", commands=(WORKER,), parse=_whole_number(1), passes_as="concurrency",
+        _defaults.CONCURRENCY, "-j", metavar="N", commands=(WORKER,), parse=_whole_number(1), passes_as="concurrency",
         help="How many jobs run at the same time.",
     )
     poll_interval: float = option(
-        defaults.POLL_INTERVAL, metavar="MS", commands=(WORKER,), parse=_milliseconds_as_seconds,
+        _defaults.POLL_INTERVAL, metavar="MS", commands=(WORKER,), parse=_milliseconds_as_seconds,
         show=_as_milliseconds,
         passes_as="poll_interval",
         help="Milliseconds between checks for jobs that became due; new jobs start at once anyway.",
@@ -281,24 +281,24 @@ class Settings:
         help="Folder of task files: tasks/send_email.py defines the task send_email.",
     )
     shutdown_timeout: float = option(
-        defaults.SHUTDOWN_TIMEOUT, metavar="SECONDS", commands=(WORKER,), parse=_seconds, passes_as="shutdown_timeout",
+        _defaults.SHUTDOWN_TIMEOUT, metavar="SECONDS", commands=(WORKER,), parse=_seconds, passes_as="shutdown_timeout",
         help="On SIGINT or SIGTERM, how long running jobs may take to finish before they are "
         "failed (and so retried).",
     )
     job_expiry: timedelta = option(
-        defaults.JOB_EXPIRY, metavar="SECONDS", commands=(WORKER,), parse=_seconds_as_duration, show=_as_seconds,
+        _defaults.JOB_EXPIRY, metavar="SECONDS", commands=(WORKER,), parse=_seconds_as_duration, show=_as_seconds,
         passes_as="job_expiry",
         help="A queue locked longer than this without a heartbeat is taken to belong to a dead worker, "
         "and its job is retried. Keep it above the longest job of any Node graphile-worker sharing "
         "the queue (they send no heartbeat).",
     )
     heartbeat_interval: float = option(
-        defaults.HEARTBEAT_INTERVAL, metavar="SECONDS", commands=(WORKER,), parse=_positive_seconds,
+        _defaults.HEARTBEAT_INTERVAL, metavar="SECONDS", commands=(WORKER,), parse=_positive_seconds,
         passes_as="heartbeat_interval",
         help="How often running jobs refresh their queue's lock; must be shorter than --job-expiry.",
     )
     task_timeout: float | None = option(
-        defaults.TASK_TIMEOUT, metavar="SECONDS", commands=(WORKER,), parse=_positive_seconds,
+        _defaults.TASK_TIMEOUT, metavar="SECONDS", commands=(WORKER,), parse=_positive_seconds,
         shown_default="none", passes_as="task_timeout",
         help="Fail a task that runs longer than this (a task file may set its own `timeout`).",
     )
@@ -381,7 +381,7 @@ def display(settings: Settings, opt: Option) -> str:
     else:
         text = opt.show(value)
     if opt.secret:
-        from ._db import mask_password
+        from ._masking import mask_password
 
         text = mask_password(text)
     return text
@@ -626,7 +626,7 @@ def _file_named(name: str, layers: list[_Layer], cwd: Path) -> Path | None:
     found = _first_given(name, layers)
     if found is None:
         return None
-    path = _parse(_named(name), *found)
+    path: Path = _parse(_named(name), *found)
     path = path if path.is_absolute() else cwd / path
     if not path.is_file():
         raise ConfigurationError(f"{path} does not exist (given by {found[1].describe(name)})")

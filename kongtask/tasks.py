@@ -23,12 +23,12 @@ import traceback
 import types
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from .errors import TaskLoadError
 
 #: A task: ``def task(payload, helpers)`` or ``async def task(payload, helpers)``.
-Task = Callable[[Any, Any], Union[Any, Awaitable[Any]]]
+Task = Callable[[Any, Any], Any | Awaitable[Any]]
 
 #: Task folders become subpackages of kongtask: a process that a task spawns can then import them
 #: (and their task files) by name, since importing kongtask installs the finder that knows them.
@@ -141,7 +141,7 @@ def _import_file(package: str, path: Path) -> types.ModuleType:
     sys.modules[fullname] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException as exc:  # a task file may raise anything at import, SystemExit included
+    except BaseException as exc:  # noqa: BLE001 - a task file may raise anything at import, SystemExit included
         del sys.modules[fullname]
         raise TaskLoadError(f"cannot load task file {_describe_import_error(path, exc)}") from None
     return module
@@ -154,7 +154,7 @@ def _check_task(where: str, name: str, candidate: object) -> Task:
         )
     if not callable(candidate):
         raise TaskLoadError(f"{where}: `{name}` is {a_type_name(candidate)}, not a function")
-    return candidate  # type: ignore[return-value]
+    return candidate
 
 
 def a_type_name(value: object) -> str:
@@ -252,5 +252,5 @@ def is_async_task(task: Task) -> bool:
     """Whether calling ``task`` returns something to await (``async def``, or a callable object's)."""
     if inspect.iscoroutinefunction(task):
         return True
-    call = getattr(task, "__call__", None)
+    call = getattr(task, "__call__", None)  # noqa: B004 - reads the method to inspect it, not to test callability
     return inspect.iscoroutinefunction(call)

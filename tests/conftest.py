@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from kongtask._embedded import EmbeddedServer, private_temporary_home
+from kongtask._embedded.server import EmbeddedServer, private_temporary_home
 from tests.node.fixtures import node_env  # noqa: F401  (registers the session fixture for Node interop tests)
 from tests.support import url_with_dbname
 
@@ -82,7 +82,7 @@ def db_url(pg_server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def _migrated_template(pg_server_url: str) -> Iterator[str]:
-    from kongtask.migrations import migrate_connection
+    from kongtask._schema.migrate import migrate_connection
 
     async def migrate(url: str) -> None:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:

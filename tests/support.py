@@ -1,4 +1,4 @@
-"""Small helpers the tests share: URLs, waiting on a condition with a deadline."""
+"""Small helpers the tests share: URLs, rows and jobs through real connections, waiting with a deadline."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 from psycopg.conninfo import make_conninfo
+
+import kongtask
 
 T = TypeVar("T")
 
@@ -20,6 +23,17 @@ def url_with_dbname(url: str, dbname: str) -> str:
         parts = urlsplit(url)
         return urlunsplit(parts._replace(path="/" + dbname))
     return make_conninfo(url, dbname=dbname)
+
+
+def query_rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """The rows of one statement, run on a connection of its own (each statement commits)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+async def add_job_to(url: str, identifier: str, payload: Any = None, **options: Any) -> kongtask.Job:
+    """Adds a job through the library, as application code does."""
+    return await kongtask.add_job(identifier, payload, connection_string=url, **options)
 
 
 def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> T:

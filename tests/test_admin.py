@@ -10,7 +10,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from kongtask import admin, jobs
+from kongtask import admin
+from kongtask._schema import jobs
 from kongtask.errors import ConfigurationError
 
 S = "graphile_worker"

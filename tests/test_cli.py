@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 import kongtask
-from kongtask._embedded import EmbeddedServer
+from kongtask._embedded.server import EmbeddedServer
 from tests.cli_support import Background, clean_env, one_line, runs, write_task
 from tests.cli_support import kongtask as run
 from tests.support import wait_until

@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from kongtask._embedded import EmbeddedServer
-from kongtask.embedded import project_home
+from kongtask._embedded.server import EmbeddedServer
+from kongtask._embedded.project import project_home
 from tests.cli_support import clean_env, one_line, write_task
 from tests.cli_support import kongtask as run
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kongtask._embedded import EmbeddedServer
-from kongtask.embedded import project_home, server_in
+from kongtask._embedded.server import EmbeddedServer
+from kongtask._embedded.project import project_home, server_in
 from tests.cli_support import Background, clean_env, one_line, runs, write_task
 from tests.cli_support import kongtask as run
 

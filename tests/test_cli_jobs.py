@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psycopg
 
-from kongtask import jobs
+from kongtask._schema import jobs
 from tests.cli_support import kongtask as run
 from tests.cli_support import one_line, write_task
 

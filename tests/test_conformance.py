@@ -12,25 +12,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 import kongtask
 from kongtask.errors import ConfigurationError
 from kongtask.tasks import load_task_directory, load_task_module
-from tests.support import wait_until_async
+from tests.support import add_job_to, query_rows, wait_until_async
 
 S = "graphile_worker"
-
-
-async def _add(url: str, identifier: str, payload: Any = None, **options: Any) -> kongtask.Job:
-    return await kongtask.add_job(identifier, payload, connection_string=url, **options)
-
-
-def _rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 # --- getTasks.test.ts -----------------------------------------------------------------------------
@@ -104,18 +94,18 @@ def test_main_runTaskList__main_will_execute_jobs_as_they_come_up_and_exits_clea
         try:
             for i in range(5):
                 gates[i] = asyncio.Event()
-                await _add(migrated_url, "job1", {"id": i}, queue_name="myqueue")
+                await add_job_to(migrated_url, "job1", {"id": i}, queue_name="myqueue")
                 await wait_until_async(lambda: len(started) == i + 1, what=f"job {i} to start")
                 gates[i].set()
             await wait_until_async(
-                lambda: not _rows(migrated_url, "select 1 from graphile_worker.jobs"),
+                lambda: not query_rows(migrated_url, "select 1 from graphile_worker.jobs"),
                 what="jobs table to empty",
             )
             assert not runner._done.done(), "the pool keeps running until released"
         finally:
             await runner.stop()
         assert started == [0, 1, 2, 3, 4]
-        assert _rows(migrated_url, "select count(*) from graphile_worker.job_queues") == [(0,)]
+        assert query_rows(migrated_url, "select count(*) from graphile_worker.job_queues") == [(0,)]
 
     asyncio.run(scenario())
 
@@ -127,9 +117,9 @@ def test_runTaskListOnce__runs_jobs(migrated_url: str) -> None:
     async def scenario() -> None:
         start = datetime.now(timezone.utc)
         calls: dict[str, list[Any]] = {"job1": [], "job2": []}
-        job = await _add(migrated_url, "job1", {"a": 1})
+        job = await add_job_to(migrated_url, "job1", {"a": 1})
         assert start - timedelta(seconds=1) <= job.run_at <= datetime.now(timezone.utc)
-        assert _rows(migrated_url, "select job_count, locked_at, locked_by from graphile_worker.job_queues") == [
+        assert query_rows(migrated_url, "select job_count, locked_at, locked_by from graphile_worker.job_queues") == [
             (1, None, None)
         ]
 
@@ -141,7 +131,7 @@ def test_runTaskListOnce__runs_jobs(migrated_url: str) -> None:
 
         await kongtask.run_once(task_list={"job1": job1, "job2": job2}, connection_string=migrated_url)
         assert calls == {"job1": [{"a": 1}], "job2": []}
-        assert _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
+        assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
 
     asyncio.run(scenario())
 
@@ -156,15 +146,15 @@ def _fail_with(message: str) -> Any:
 def test_runTaskListOnce__schedules_errors(migrated_url: str) -> None:
     async def scenario() -> None:
         start = datetime.now(timezone.utc)
-        await _add(migrated_url, "job1", {"a": 1})
+        await add_job_to(migrated_url, "job1", {"a": 1})
         await kongtask.run_once(task_list={"job1": _fail_with("TEST_ERROR")}, connection_string=migrated_url)
-        [(attempts, max_attempts, last_error, run_at)] = _rows(
+        [(attempts, max_attempts, last_error, run_at)] = query_rows(
             migrated_url, "select attempts, max_attempts, last_error, run_at from graphile_worker.jobs"
         )
         assert (attempts, max_attempts, last_error) == (1, 25, "TEST_ERROR")
         now = datetime.now(timezone.utc)
         assert start + timedelta(milliseconds=2718) <= run_at <= now + timedelta(milliseconds=2719)
-        assert _rows(migrated_url, "select job_count, locked_at, locked_by from graphile_worker.job_queues") == [
+        assert query_rows(migrated_url, "select job_count, locked_at, locked_by from graphile_worker.job_queues") == [
             (1, None, None)
         ]
 
@@ -173,7 +163,7 @@ def test_runTaskListOnce__schedules_errors(migrated_url: str) -> None:
 
 def test_runTaskListOnce__retries_job(migrated_url: str) -> None:
     async def scenario() -> None:
-        await _add(migrated_url, "job1", {"a": 1})
+        await add_job_to(migrated_url, "job1", {"a": 1})
         await kongtask.run_once(task_list={"job1": _fail_with("TEST_ERROR")}, connection_string=migrated_url)
         calls: list[Any] = []
 
@@ -184,11 +174,11 @@ def test_runTaskListOnce__retries_job(migrated_url: str) -> None:
         # Not due yet: nothing runs.
         await kongtask.run_once(task_list={"job1": job1}, connection_string=migrated_url)
         assert calls == []
-        _rows(migrated_url, "update graphile_worker.jobs set run_at = now() returning 1")
+        query_rows(migrated_url, "update graphile_worker.jobs set run_at = now() returning 1")
         start = datetime.now(timezone.utc)
         await kongtask.run_once(task_list={"job1": job1}, connection_string=migrated_url)
         assert calls == [{"a": 1}]
-        [(attempts, last_error, run_at)] = _rows(migrated_url, "select attempts, last_error, run_at from graphile_worker.jobs")
+        [(attempts, last_error, run_at)] = query_rows(migrated_url, "select attempts, last_error, run_at from graphile_worker.jobs")
         assert (attempts, last_error) == (2, "TEST_ERROR 2")
         delay = timedelta(milliseconds=7389)  # e^2 seconds
         assert start + delay - timedelta(milliseconds=1) <= run_at <= datetime.now(timezone.utc) + delay
@@ -204,15 +194,15 @@ def test_runTaskListOnce__supports_future_scheduled_jobs(migrated_url: str) -> N
             calls.append(payload)
 
         run_at = datetime.now(timezone.utc) + timedelta(seconds=3)
-        await _add(migrated_url, "future", {"f": 1}, run_at=run_at)
+        await add_job_to(migrated_url, "future", {"f": 1}, run_at=run_at)
         await kongtask.run_once(task_list={"future": future}, connection_string=migrated_url)
         assert calls == []
         # Rather than wait 3 s, move the job (as upstream's test moves the clock) and run again.
-        _rows(migrated_url, "update graphile_worker.jobs set run_at = now() returning 1")
+        query_rows(migrated_url, "update graphile_worker.jobs set run_at = now() returning 1")
         await kongtask.run_once(task_list={"future": future}, connection_string=migrated_url)
         assert calls == [{"f": 1}]
-        assert _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
-        assert _rows(migrated_url, "select count(*) from graphile_worker.job_queues") == [(0,)]
+        assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
+        assert query_rows(migrated_url, "select count(*) from graphile_worker.job_queues") == [(0,)]
 
     asyncio.run(scenario())
 
@@ -227,18 +217,18 @@ def test_runTaskListOnce__runs_jobs_asynchronously(migrated_url: str) -> None:
             started.set()
             await gate.wait()
 
-        await _add(migrated_url, "job1", {"a": 1})
+        await add_job_to(migrated_url, "job1", {"a": 1})
         run = asyncio.ensure_future(kongtask.run_once(task_list={"job1": job1}, connection_string=migrated_url))
         await asyncio.wait_for(started.wait(), 10)
-        [(attempts,)] = _rows(migrated_url, "select attempts from graphile_worker.jobs")
+        [(attempts,)] = query_rows(migrated_url, "select attempts from graphile_worker.jobs")
         assert attempts == 1
-        [(locked_by, locked_at)] = _rows(migrated_url, "select locked_by, locked_at from graphile_worker.job_queues")
+        [(locked_by, locked_at)] = query_rows(migrated_url, "select locked_by, locked_at from graphile_worker.job_queues")
         assert locked_by is not None and locked_by.startswith("worker-") and len(locked_by) >= 17
         assert start <= locked_at <= datetime.now(timezone.utc)
         assert not run.done(), "the run finishes only after the task does"
         gate.set()
         await asyncio.wait_for(run, 10)
-        assert _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
+        assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
 
     asyncio.run(scenario())
 
@@ -253,13 +243,13 @@ def test_runTaskListOnce__runs_jobs_in_parallel(migrated_url: str) -> None:
             await gate.wait()
 
         for i in range(5):
-            await _add(migrated_url, "job1", {"i": i})
+            await add_job_to(migrated_url, "job1", {"i": i})
         runs = [
             asyncio.ensure_future(kongtask.run_once(task_list={"job1": job1}, connection_string=migrated_url))
             for _ in range(5)
         ]
         await wait_until_async(lambda: len(running) == 5, what="all five jobs to start together")
-        lockers = _rows(migrated_url, "select locked_by from graphile_worker.job_queues where locked_by is not null")
+        lockers = query_rows(migrated_url, "select locked_by from graphile_worker.job_queues where locked_by is not null")
         assert len({row[0] for row in lockers}) == 5
         gate.set()
         await asyncio.wait_for(asyncio.gather(*runs), 20)
@@ -282,10 +272,10 @@ def test_runTaskListOnce__single_worker_runs_jobs_in_series_purges_all_before_ex
             in_flight -= 1
 
         for i in range(5):
-            await _add(migrated_url, "job1", {"i": i})
+            await add_job_to(migrated_url, "job1", {"i": i})
         await kongtask.run_once(task_list={"job1": job1}, connection_string=migrated_url)
         assert order == [0, 1, 2, 3, 4]
-        assert _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
+        assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
 
     asyncio.run(scenario())
 
@@ -307,7 +297,7 @@ def test_runTaskListOnce__jobs_added_to_the_same_queue_will_be_ran_serially_even
             in_flight -= 1
 
         for i in range(5):
-            await _add(migrated_url, "job1", {"i": i}, queue_name="serial")
+            await add_job_to(migrated_url, "job1", {"i": i}, queue_name="serial")
         await asyncio.gather(
             *(kongtask.run_once(task_list={"job1": job1}, connection_string=migrated_url) for _ in range(3))
         )
@@ -356,10 +346,10 @@ def _count_runs() -> tuple[dict[str, Any], list[Any]]:
 
 def test_runner_runOnce__connection_string_and_DATABASE_URL(migrated_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     tasks, seen = _count_runs()
-    asyncio.run(_add(migrated_url, "t", {"via": "DATABASE_URL"}))
+    asyncio.run(add_job_to(migrated_url, "t", {"via": "DATABASE_URL"}))
     monkeypatch.setenv("DATABASE_URL", migrated_url)
     asyncio.run(kongtask.run_once(task_list=tasks))
-    asyncio.run(_add(migrated_url, "t", {"via": "connection_string"}))
+    asyncio.run(add_job_to(migrated_url, "t", {"via": "connection_string"}))
     monkeypatch.delenv("DATABASE_URL")
     asyncio.run(kongtask.run_once(task_list=tasks, connection_string=migrated_url))
     assert seen == [{"via": "DATABASE_URL"}, {"via": "connection_string"}]
@@ -382,7 +372,7 @@ def test_runner_runOnce__pool(migrated_url: str) -> None:
 
 def test_migrate__migration_installs_schema_second_migration_does_no_harm(db_url: str) -> None:
     assert asyncio.run(kongtask.migrate(connection_string=db_url)) == [1]
-    asyncio.run(_add(db_url, "job1", {"a": 1}))
+    asyncio.run(add_job_to(db_url, "job1", {"a": 1}))
     assert asyncio.run(kongtask.migrate(connection_string=db_url)) == []
-    assert _rows(db_url, "select id from graphile_worker.migrations") == [(1,)]
-    assert json.loads(json.dumps(_rows(db_url, "select payload from graphile_worker.jobs")[0][0])) == {"a": 1}
+    assert query_rows(db_url, "select id from graphile_worker.migrations") == [(1,)]
+    assert json.loads(json.dumps(query_rows(db_url, "select payload from graphile_worker.jobs")[0][0])) == {"a": 1}

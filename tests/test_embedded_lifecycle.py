@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kongtask._embedded import EmbeddedServer, private_temporary_home
-from kongtask.embedded import project_home, server_in
+from kongtask._embedded.server import EmbeddedServer, private_temporary_home
+from kongtask._embedded.project import project_home, server_in
 from kongtask.errors import KongtaskError
 from kongtask.settings import find_project_root
 from tests.cli_support import Background, clean_env, one_line, runs, write_task
@@ -64,7 +64,7 @@ def watchdogs_of(home: Path) -> list[int]:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"kongtask._embedded_watchdog" in argv and str(home).encode() in argv:
+            if b"kongtask._embedded.watchdog" in argv and str(home).encode() in argv:
                 found.append(int(entry.name))
     return found
 
@@ -300,7 +300,7 @@ def test_as_root_a_home_of_the_first_layout_is_taken_back_and_keeps_its_data(pro
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="looks for processes in /proc")
 def test_under_watch_the_worker_holds_the_embedded_server_like_any_kongtask(project: Path) -> None:
-    from kongtask.embedded import _users
+    from kongtask._embedded.project import _users
     from tests.test_watch import children_of
 
     home = project_home(project)

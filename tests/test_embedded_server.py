@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from kongtask._embedded import EmbeddedServer, private_temporary_home
+from kongtask._embedded.server import EmbeddedServer, private_temporary_home
 from kongtask.errors import ConfigurationError
 
 
@@ -65,7 +65,7 @@ def test_the_server_runs_from_a_private_copy_when_the_wheel_is_out_of_its_users_
 ) -> None:
     if os.geteuid() != 0:
         pytest.skip("only root hands the server to another user, and so needs a copy it can reach")
-    from kongtask import _embedded
+    from kongtask._embedded import server as _embedded
 
     reachable = _embedded._reachable_by_others
     # As when the virtualenv sits in a folder only root may enter (a 0700 temporary folder, /root).

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 import kongtask
-from kongtask._embedded import EmbeddedServer
+from kongtask._embedded.server import EmbeddedServer
 from tests.support import wait_until_async
 
 

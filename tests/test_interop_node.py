@@ -27,10 +27,10 @@ import pytest
 from psycopg import sql
 
 import kongtask
-from kongtask import jobs
+from kongtask._schema import jobs
 from kongtask.errors import MigrationError
-from kongtask.job import Job
-from kongtask.migrations import load_migrations, migrate_connection
+from kongtask._job import Job
+from kongtask._schema.migrate import load_migrations, migrate_connection
 from kongtask.tasks import Task
 from tests.catalog import describe_schema
 from tests.cli_support import Background

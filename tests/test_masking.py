@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kongtask._db import MASK_SCAN_LIMIT, mask_password
+from kongtask._masking import MASK_SCAN_LIMIT, mask_password
 from tests.cli_support import clean_env
 from tests.cli_support import kongtask as run
 
@@ -93,7 +93,7 @@ def test_masking_work_is_linear_in_any_input() -> None:
     # only a bound on work done, generous for a loaded machine.
     script = textwrap.dedent(
         """
-        from kongtask._db import mask_password
+        from kongtask._masking import mask_password
         M = 1_000_000
         inputs = [
             "a" * 20_000_000,

@@ -8,9 +8,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from kongtask import jobs
+from kongtask._schema import jobs
 from kongtask.errors import MigrationError
-from kongtask.migrations import load_migrations, migrate_connection
+from kongtask._schema.migrate import load_migrations, migrate_connection
 from tests.catalog import describe_schema
 
 

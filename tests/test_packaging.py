@@ -20,7 +20,7 @@ def test_wheel_ships_the_migrations_and_migrates_a_database(tmp_path: Path, db_u
     assert built.returncode == 0, built.stderr
     [wheel] = tmp_path.glob("kongtask-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "kongtask/sql/000001.sql" in names and "kongtask/py.typed" in names
+    assert "kongtask/_schema/migrations/000001.sql" in names and "kongtask/_schema/v0_1.sql" in names and "kongtask/py.typed" in names
     target = tmp_path / "installed"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
@@ -29,7 +29,7 @@ def test_wheel_ships_the_migrations_and_migrates_a_database(tmp_path: Path, db_u
     assert installed.returncode == 0, installed.stderr
     # Run from an empty folder with the installed copy first on the path, not this checkout.
     script = (
-        "import asyncio, sys, kongtask, kongtask.migrations as m; "
+        "import asyncio, sys, kongtask, kongtask._schema.migrate as m; "
         f"assert kongtask.__file__.startswith({str(target)!r}), kongtask.__file__; "
         "print(m._migrations_folder()); "
         "print(asyncio.run(kongtask.migrate(connection_string=sys.argv[1])))"

@@ -12,12 +12,7 @@ import pytest
 
 import kongtask
 from kongtask.errors import ConfigurationError
-from tests.support import wait_until_async
-
-
-def _rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchall()
+from tests.support import query_rows, wait_until_async
 
 
 def test_heartbeat_keeps_a_long_jobs_queue_fresh_so_it_is_never_stolen(migrated_url: str) -> None:
@@ -33,11 +28,11 @@ def test_heartbeat_keeps_a_long_jobs_queue_fresh_so_it_is_never_stolen(migrated_
         )
         try:
             await kongtask.add_job("long", connection_string=migrated_url)
-            await wait_until_async(lambda: _rows(migrated_url, "select 1 from graphile_worker.job_queues where locked_by is not null"), what="job start")
-            [(first,)] = _rows(migrated_url, "select locked_at from graphile_worker.job_queues")
+            await wait_until_async(lambda: query_rows(migrated_url, "select 1 from graphile_worker.job_queues where locked_by is not null"), what="job start")
+            [(first,)] = query_rows(migrated_url, "select locked_at from graphile_worker.job_queues")
             # Past the expiry, the lock is still fresh, and another worker gets nothing.
             await wait_until_async(
-                lambda: _rows(migrated_url, "select 1 from graphile_worker.job_queues where locked_at > %s + interval '1 second'", (first,)),
+                lambda: query_rows(migrated_url, "select 1 from graphile_worker.job_queues where locked_at > %s + interval '1 second'", (first,)),
                 what="heartbeat to move locked_at past the expiry",
             )
             with psycopg.connect(migrated_url, autocommit=True) as conn:
@@ -48,7 +43,7 @@ def test_heartbeat_keeps_a_long_jobs_queue_fresh_so_it_is_never_stolen(migrated_
         finally:
             gate.set()
             await runner.stop()
-        assert _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
+        assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
 
     asyncio.run(scenario())
 
@@ -70,7 +65,7 @@ def test_queue_locked_by_a_dead_worker_is_taken_over_after_the_expiry(migrated_u
     asyncio.run(kongtask.run_once(task_list={"job": job}, connection_string=migrated_url,
                                   heartbeat_interval=1, job_expiry=timedelta(seconds=2)))
     assert ran == [2]
-    assert _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
+    assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
 
 
 def test_job_expiry_must_outlast_the_heartbeat() -> None:
@@ -108,7 +103,7 @@ def test_task_past_its_timeout_fails_with_a_clear_error_and_the_worker_goes_on(m
     finally:
         release.set()
     assert after == ["ran"]
-    assert _rows(migrated_url, "select task_identifier, last_error from graphile_worker.jobs") == [
+    assert query_rows(migrated_url, "select task_identifier, last_error from graphile_worker.jobs") == [
         ("slow", "Task timed out after 0.2s")
     ]
 
@@ -122,7 +117,7 @@ def test_worker_wide_task_timeout_applies_to_every_task(migrated_url: str) -> No
         await kongtask.run_once(task_list={"slow": slow}, connection_string=migrated_url, task_timeout=0.2)
 
     asyncio.run(scenario())
-    assert _rows(migrated_url, "select last_error from graphile_worker.jobs") == [("Task timed out after 0.2s",)]
+    assert query_rows(migrated_url, "select last_error from graphile_worker.jobs") == [("Task timed out after 0.2s",)]
 
 
 def test_payload_nested_deeper_than_python_decodes_fails_that_job_only(migrated_url: str) -> None:
@@ -137,7 +132,7 @@ def test_payload_nested_deeper_than_python_decodes_fails_that_job_only(migrated_
         conn.execute("select graphile_worker.add_job('t', '{\"fine\": true}')")
     asyncio.run(kongtask.run_once(task_list={"t": t}, connection_string=migrated_url))
     assert seen == [{"fine": True}]
-    [(last_error,)] = _rows(migrated_url, "select last_error from graphile_worker.jobs")
+    [(last_error,)] = query_rows(migrated_url, "select last_error from graphile_worker.jobs")
     assert last_error.startswith("job payload cannot be decoded (RecursionError")
 
 
@@ -176,7 +171,7 @@ def test_task_returning_an_unserialisable_object_still_completes(migrated_url: s
         await kongtask.run_once(task_list={"t": lambda p, h: object()}, connection_string=migrated_url)
 
     asyncio.run(scenario())
-    assert _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
+    assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
 
 
 def test_hostile_schema_name_works_end_to_end(db_url: str) -> None:
@@ -221,11 +216,11 @@ def test_heartbeat_refreshes_only_the_queues_of_running_jobs(migrated_url: str) 
                 )
             await kongtask.add_job("long", connection_string=migrated_url, queue_name="running")
             await wait_until_async(
-                lambda: _rows(migrated_url, "select 1 from graphile_worker.job_queues where queue_name = 'running'"
+                lambda: query_rows(migrated_url, "select 1 from graphile_worker.job_queues where queue_name = 'running'"
                                             " and locked_at > now() - interval '0.5 seconds' and locked_by is not null"),
                 what="the running job's queue to be refreshed",
             )
-            stray = _rows(migrated_url, "select locked_at < now() - interval '50 minutes'"
+            stray = query_rows(migrated_url, "select locked_at < now() - interval '50 minutes'"
                                         " from graphile_worker.job_queues where queue_name = 'stray'")
             assert stray == [(True,)], "the stray lock must be left to expire"
         finally:

@@ -18,8 +18,8 @@ from psycopg import sql
 import kongtask
 from kongtask import admin
 from kongtask.errors import ConfigurationError, MigrationError
-from kongtask.migrations import Migration, load_migrations
-from kongtask.queries import MIGRATION_SCHEMA_TOKEN
+from kongtask._schema.migrate import Migration, load_migrations
+from kongtask._schema.generation import MIGRATION_SCHEMA_TOKEN
 from tests.catalog import describe_schema
 from tests.cli_support import clean_env, one_line
 from tests.cli_support import kongtask as run_cli

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 
-from kongtask._embedded import EmbeddedServer
+from kongtask._embedded.server import EmbeddedServer
 from tests.cli_support import Background, clean_env, kongtask, write_task
 from tests.support import wait_until
 

@@ -1,4 +1,4 @@
-"""The SQL API semantics of the v0.1.0 contract, through SQL and through kongtask.jobs."""
+"""The SQL API semantics of the v0.1.0 contract, through SQL and through kongtask._schema.jobs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from kongtask import jobs
+from kongtask._schema import jobs
 from kongtask.errors import PayloadError
 from tests.support import wait_until
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import string
 from pathlib import Path
+
+from kongtask._schema.v0_1 import named_statements, statement_names
 
 PACKAGE = Path(__file__).resolve().parent.parent / "kongtask"
 EXECUTORS = {"execute", "executemany"}
@@ -40,3 +43,15 @@ def test_the_check_catches_a_formatted_statement() -> None:
     sample = ast.parse('conn.execute(f"select * from jobs where id = {job_id}")')
     call = sample.body[0].value  # type: ignore[attr-defined]
     assert _built_by_formatting(call.args[0])
+
+
+def test_the_named_statements_fill_in_identifiers_only() -> None:
+    # v0_1.sql's blocks take values as %s parameters; {...} fields are quoted identifiers.
+    for name, template in named_statements().items():
+        fields = {field for _, field, _, _ in string.Formatter().parse(template) if field}
+        assert fields <= {"schema", "channel"}, f"{name} fills in {fields}"
+
+
+def test_every_named_statement_is_declared_once_and_every_declared_one_is_named() -> None:
+    declared = statement_names()
+    assert declared == set(named_statements()) - {"install_extensions"}

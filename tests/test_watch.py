@@ -260,7 +260,7 @@ def test_a_stop_that_comes_while_a_worker_is_being_started_reaches_it(
 ) -> None:
     """A signal handled while the supervisor awaits the new child's start finds no child to pass it
     on to; the child must still get it, or the supervisor waits for it for ever."""
-    from kongtask import watch
+    from kongtask import _watch
 
     (tmp_path / "tasks").mkdir()
     started: list[int] = []
@@ -274,7 +274,7 @@ def test_a_stop_that_comes_while_a_worker_is_being_started_reaches_it(
 
     monkeypatch.setattr(asyncio, "create_subprocess_exec", exec_then_stop)
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
-    supervisor = watch._Supervisor((tmp_path / "tasks").resolve(), sleeper, dict(os.environ), shutdown_timeout=60)
+    supervisor = _watch._Supervisor((tmp_path / "tasks").resolve(), sleeper, dict(os.environ), shutdown_timeout=60)
 
     async def scenario() -> int:
         return await asyncio.wait_for(supervisor.run(), 30)

@@ -17,16 +17,7 @@ import pytest
 import kongtask
 from kongtask.errors import TaskLoadError
 from kongtask.tasks import load_task_directory
-from tests.support import wait_until_async
-
-
-def _rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, params).fetchall()
-
-
-async def _add(url: str, identifier: str, payload: Any = None, **options: Any) -> kongtask.Job:
-    return await kongtask.add_job(identifier, payload, connection_string=url, **options)
+from tests.support import add_job_to, query_rows, wait_until_async
 
 
 # --- task types -----------------------------------------------------------------------------------
@@ -52,7 +43,7 @@ def test_sync_and_async_tasks_both_run_with_their_helpers(migrated_url: str) -> 
             seen["async_client"] = await (await conn.execute("select 'aclient'")).fetchone()
 
     async def scenario() -> None:
-        await _add(migrated_url, "sync_task", {"n": 1})
+        await add_job_to(migrated_url, "sync_task", {"n": 1})
         await kongtask.run_once(task_list={"sync_task": sync_task, "async_task": async_task}, connection_string=migrated_url)
 
     asyncio.run(scenario())
@@ -80,9 +71,9 @@ def test_blocking_sync_task_does_not_delay_another_workers_job(migrated_url: str
     async def scenario() -> None:
         runner = await kongtask.run(task_list={"slow": slow, "fast": fast}, connection_string=migrated_url, concurrency=2)
         try:
-            await _add(migrated_url, "slow")
-            await wait_until_async(lambda: _rows(migrated_url, "select 1 from graphile_worker.job_queues where locked_by is not null"), what="slow job to start")
-            await _add(migrated_url, "fast")
+            await add_job_to(migrated_url, "slow")
+            await wait_until_async(lambda: query_rows(migrated_url, "select 1 from graphile_worker.job_queues where locked_by is not null"), what="slow job to start")
+            await add_job_to(migrated_url, "fast")
             # The slow task still sleeps in its thread; the other worker must run fast meanwhile.
             await wait_until_async(fast_done.is_set, timeout=5, what="fast job to run while slow blocks")
             assert not release.is_set()
@@ -105,7 +96,7 @@ def test_new_job_wakes_an_idle_worker_through_notify_not_polling(migrated_url: s
             # Give the first (empty) fetch time to finish so the worker is idle on its 60 s poll.
             await wait_until_async(lambda: len(runner._idle) == 1, what="worker to go idle")
             began = time.monotonic()
-            await _add(migrated_url, "job")
+            await add_job_to(migrated_url, "job")
             await asyncio.wait_for(started.wait(), 2)
             return time.monotonic() - began
         finally:
@@ -154,18 +145,18 @@ def test_failing_task_records_a_meaningful_last_error_and_the_worker_goes_on(
         ran.append("good")
 
     async def scenario() -> None:
-        await _add(migrated_url, "bad")
-        await _add(migrated_url, "good")
+        await add_job_to(migrated_url, "bad")
+        await add_job_to(migrated_url, "good")
         await kongtask.run_once(
             task_list={"bad": sync_bad if kind == "sync" else async_bad, "good": good}, connection_string=migrated_url
         )
 
     asyncio.run(scenario())
     assert ran == ["good"]
-    assert _rows(migrated_url, "select task_identifier, attempts, last_error from graphile_worker.jobs") == [
+    assert query_rows(migrated_url, "select task_identifier, attempts, last_error from graphile_worker.jobs") == [
         ("bad", 1, expected)
     ]
-    assert _rows(migrated_url, "select count(*) from graphile_worker.job_queues where locked_by is not null") == [(0,)]
+    assert query_rows(migrated_url, "select count(*) from graphile_worker.job_queues where locked_by is not null") == [(0,)]
 
 
 def test_log_lines_follow_the_contract_and_no_log_success_silences_successes(
@@ -178,8 +169,8 @@ def test_log_lines_follow_the_contract_and_no_log_success_silences_successes(
         raise ValueError("nope")
 
     async def scenario() -> None:
-        await _add(migrated_url, "ok", {"n": 7})
-        await _add(migrated_url, "bad")
+        await add_job_to(migrated_url, "ok", {"n": 7})
+        await add_job_to(migrated_url, "bad")
         await kongtask.run_once(task_list={"ok": ok, "bad": bad}, connection_string=migrated_url)
 
     caplog.set_level(logging.INFO)
@@ -204,7 +195,7 @@ def test_log_lines_follow_the_contract_and_no_log_success_silences_successes(
 
     caplog.clear()
     monkeypatch.setenv("NO_LOG_SUCCESS", "1")
-    asyncio.run(_add(migrated_url, "ok", {"n": 8}))
+    asyncio.run(add_job_to(migrated_url, "ok", {"n": 8}))
     asyncio.run(kongtask.run_once(task_list={"ok": ok}, connection_string=migrated_url))
     assert not [r for r in caplog.records if r.getMessage().startswith("Completed task ")]
 
@@ -236,11 +227,11 @@ def test_graceful_stop_waits_for_the_running_job(migrated_url: str) -> None:
             finished.append(True)
 
         runner = await kongtask.run(task_list={"slow": slow}, connection_string=migrated_url, shutdown_timeout=30)
-        await _add(migrated_url, "slow")
+        await add_job_to(migrated_url, "slow")
         await asyncio.wait_for(started.wait(), 10)
         await runner.stop()
         assert finished == [True]
-        assert _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
+        assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
 
     asyncio.run(scenario())
 
@@ -258,21 +249,21 @@ def test_forced_shutdown_fails_the_running_job_so_it_is_retried(migrated_url: st
     async def scenario() -> None:
         task = sync_stuck if kind == "sync" else async_stuck
         runner = await kongtask.run(task_list={"stuck": task}, connection_string=migrated_url, shutdown_timeout=0.5)
-        await _add(migrated_url, "stuck")
-        await wait_until_async(lambda: _rows(migrated_url, "select 1 from graphile_worker.job_queues where locked_by is not null"), what="job to start")
+        await add_job_to(migrated_url, "stuck")
+        await wait_until_async(lambda: query_rows(migrated_url, "select 1 from graphile_worker.job_queues where locked_by is not null"), what="job to start")
         await asyncio.wait_for(runner.stop(), 10)
 
     try:
         asyncio.run(scenario())
     finally:
         forever.set()
-    assert _rows(migrated_url, "select attempts, last_error from graphile_worker.jobs") == [
+    assert query_rows(migrated_url, "select attempts, last_error from graphile_worker.jobs") == [
         (1, "Forced worker shutdown due to stop()")
     ]
-    assert _rows(migrated_url, "select locked_by, locked_at from graphile_worker.job_queues") == [(None, None)]
+    assert query_rows(migrated_url, "select locked_by, locked_at from graphile_worker.job_queues") == [(None, None)]
     # Retried afterwards, by a later worker, once due.
     ran: list[bool] = []
-    _rows(migrated_url, "update graphile_worker.jobs set run_at = now() returning 1")
+    query_rows(migrated_url, "update graphile_worker.jobs set run_at = now() returning 1")
     asyncio.run(kongtask.run_once(task_list={"stuck": lambda p, h: ran.append(True)}, connection_string=migrated_url))
     assert ran == [True]
 
@@ -302,7 +293,7 @@ def test_terminated_backends_are_survived_and_every_job_completes(migrated_url: 
                     "where datname = current_database() and pid <> pg_backend_pid() and backend_type = 'client backend'"
                 ).fetchone()
             await wait_until_async(
-                lambda: not _rows(migrated_url, "select 1 from graphile_worker.jobs limit 1"), timeout=60,
+                lambda: not query_rows(migrated_url, "select 1 from graphile_worker.jobs limit 1"), timeout=60,
                 what="all 500 jobs to complete",
             )
             return killed[0] if killed else 0
@@ -314,7 +305,7 @@ def test_terminated_backends_are_survived_and_every_job_completes(migrated_url: 
     assert sorted(calls) == list(range(1, 501))
     repeats = [i for i, n in calls.items() if n > 1]
     assert len(repeats) <= 4, f"only jobs in flight at the termination may run twice, got {repeats}"
-    assert _rows(migrated_url, "select count(*) from graphile_worker.job_queues") == [(0,)]
+    assert query_rows(migrated_url, "select count(*) from graphile_worker.job_queues") == [(0,)]
 
 
 # --- task folders ---------------------------------------------------------------------------------
@@ -403,7 +394,7 @@ def test_add_job_sync_works_without_an_event_loop(migrated_url: str) -> None:
             kongtask.add_job_sync("rolled_back", connection=conn)
         with conn.transaction():
             kongtask.add_job_sync("committed", connection=conn)
-    assert _rows(migrated_url, "select task_identifier from graphile_worker.jobs where task_identifier <> 't'") == [
+    assert query_rows(migrated_url, "select task_identifier from graphile_worker.jobs where task_identifier <> 't'") == [
         ("committed",)
     ]
 
@@ -424,8 +415,8 @@ def test_stop_during_a_busy_drain_strands_no_job(migrated_url: str) -> None:
     for _ in range(3):
         asyncio.run(scenario())
         # Whatever a worker had checked out when the stop landed, it ran and released.
-        assert _rows(migrated_url, "select count(*) from graphile_worker.jobs where attempts > 0") == [(0,)]
-        assert _rows(migrated_url, "select count(*) from graphile_worker.job_queues where locked_by is not null") == [(0,)]
+        assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs where attempts > 0") == [(0,)]
+        assert query_rows(migrated_url, "select count(*) from graphile_worker.job_queues where locked_by is not null") == [(0,)]
     assert len(ran) == len(set(ran))
 
 
@@ -439,7 +430,7 @@ def test_plain_def_returning_a_coroutine_is_awaited(migrated_url: str) -> None:
         return body(payload)
 
     async def scenario() -> None:
-        await _add(migrated_url, "wrapped", {"w": 1})
+        await add_job_to(migrated_url, "wrapped", {"w": 1})
         await kongtask.run_once(task_list={"wrapped": wrapped}, connection_string=migrated_url)
 
     asyncio.run(scenario())

@@ -17,23 +17,16 @@ import psycopg
 import pytest
 
 import kongtask
-from kongtask import _db, jobs, worker
-from kongtask._embedded import EmbeddedServer
-from kongtask.jobs import DISTANT_PAST
-from tests.support import wait_until_async
-
-
-def _rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
+from kongtask import _connections, _outages
+from kongtask._schema import jobs
+from kongtask import _worker
+from kongtask._embedded.server import EmbeddedServer
+from kongtask._schema.jobs import DISTANT_PAST
+from tests.support import add_job_to, query_rows, wait_until_async
 
 
 def _locked_queues(url: str) -> int:
-    return int(_rows(url, "select count(*) from graphile_worker.job_queues where locked_by is not null")[0][0])
-
-
-async def _add(url: str, identifier: str, payload: Any = None, **options: Any) -> kongtask.Job:
-    return await kongtask.add_job(identifier, payload, connection_string=url, **options)
+    return int(query_rows(url, "select count(*) from graphile_worker.job_queues where locked_by is not null")[0][0])
 
 
 # --- a task's error message ------------------------------------------------------------------------
@@ -52,16 +45,16 @@ def test_a_huge_error_message_is_cut_to_the_limit_in_last_error_and_in_the_log(
         raise ValueError(huge)
 
     caplog.set_level(logging.ERROR, logger="kongtask.worker")
-    asyncio.run(_add(migrated_url, "loud"))
+    asyncio.run(add_job_to(migrated_url, "loud"))
     asyncio.run(kongtask.run_once(task_list={"loud": sync_task if kind == "sync" else async_task},
                                   connection_string=migrated_url))
-    [(last_error,)] = _rows(migrated_url, "select last_error from graphile_worker.jobs")
-    assert len(last_error) <= worker.ERROR_MESSAGE_LIMIT
+    [(last_error,)] = query_rows(migrated_url, "select last_error from graphile_worker.jobs")
+    assert len(last_error) <= _worker.ERROR_MESSAGE_LIMIT
     # Both ends survive: the start says what happened, the end often says where.
     assert last_error.startswith("start-x") and last_error.endswith("x-end")
     assert "characters cut" in last_error
     [record] = [r for r in caplog.records if r.getMessage().startswith("Failed task ")]
-    assert len(record.getMessage()) <= worker.ERROR_MESSAGE_LIMIT + worker.STACK_LIMIT + 500
+    assert len(record.getMessage()) <= _worker.ERROR_MESSAGE_LIMIT + _worker.STACK_LIMIT + 500
     assert _locked_queues(migrated_url) == 0
 
 
@@ -81,9 +74,9 @@ def test_a_due_job_whose_run_at_python_cannot_hold_runs_and_the_worker_goes_on(
     async def fails(payload: Any, helpers: kongtask.Helpers) -> None:
         raise RuntimeError("no")
 
-    _rows(migrated_url, "select graphile_worker.add_job('record', run_at => %s::timestamptz)", (run_at,))
-    _rows(migrated_url, "select graphile_worker.add_job('fails', run_at => %s::timestamptz)", (run_at,))
-    _rows(migrated_url, "select graphile_worker.add_job('record')")
+    query_rows(migrated_url, "select graphile_worker.add_job('record', run_at => %s::timestamptz)", (run_at,))
+    query_rows(migrated_url, "select graphile_worker.add_job('fails', run_at => %s::timestamptz)", (run_at,))
+    query_rows(migrated_url, "select graphile_worker.add_job('record')")
 
     async def scenario() -> None:
         tasks = {"record": record, "fails": fails}
@@ -99,7 +92,7 @@ def test_a_due_job_whose_run_at_python_cannot_hold_runs_and_the_worker_goes_on(
     assert sorted(name for name, _ in seen) == ["record", "record"]
     assert DISTANT_PAST in [when for _, when in seen]
     # The failed one is rescheduled from now, like any other failure, and holds no lock.
-    [(attempts, last_error, due_in)] = _rows(
+    [(attempts, last_error, due_in)] = query_rows(
         migrated_url, "select attempts, last_error, extract(epoch from run_at - now()) from graphile_worker.jobs"
     )
     assert (attempts, last_error) == (1, "no") and 0 < float(due_in) <= math.e + 1
@@ -112,11 +105,11 @@ def test_a_future_run_at_python_cannot_hold_leaves_the_worker_running(migrated_u
     async def record(payload: Any, helpers: kongtask.Helpers) -> None:
         ran.append(payload["n"])
 
-    _rows(migrated_url, "select graphile_worker.add_job('record', run_at => 'infinity')")
-    _rows(migrated_url, "select graphile_worker.add_job('record', '{\"n\": 1}')")
+    query_rows(migrated_url, "select graphile_worker.add_job('record', run_at => 'infinity')")
+    query_rows(migrated_url, "select graphile_worker.add_job('record', '{\"n\": 1}')")
     asyncio.run(kongtask.run_once(task_list={"record": record}, connection_string=migrated_url))
     assert ran == [1]
-    assert _rows(migrated_url, "select run_at::text from graphile_worker.jobs") == [("infinity",)]
+    assert query_rows(migrated_url, "select run_at::text from graphile_worker.jobs") == [("infinity",)]
 
 
 # --- cancellation: the task's own, the worker's, and from outside ------------------------------------
@@ -132,13 +125,13 @@ def test_a_task_raising_cancelled_error_fails_only_its_job_on_every_python(migra
         ran.append("fine")
 
     async def scenario() -> None:
-        await _add(migrated_url, "cancels")
-        await _add(migrated_url, "fine")
+        await add_job_to(migrated_url, "cancels")
+        await add_job_to(migrated_url, "fine")
         await kongtask.run_once(task_list={"cancels": cancels, "fine": fine}, connection_string=migrated_url)
 
     asyncio.run(scenario())
     assert ran == ["fine"]
-    assert _rows(migrated_url, "select task_identifier, attempts, last_error from graphile_worker.jobs") == [
+    assert query_rows(migrated_url, "select task_identifier, attempts, last_error from graphile_worker.jobs") == [
         ("cancels", 1, "CancelledError")
     ]
     assert _locked_queues(migrated_url) == 0
@@ -164,16 +157,16 @@ def test_timeouts_inside_a_task_are_the_tasks_own_business(migrated_url: str) ->
         raise asyncio.CancelledError()
 
     async def scenario() -> None:
-        await _add(migrated_url, "waits", queue_name="q")
-        await _add(migrated_url, "cancels", queue_name="q")
-        await _add(migrated_url, "waits", queue_name="q")
+        await add_job_to(migrated_url, "waits", queue_name="q")
+        await add_job_to(migrated_url, "cancels", queue_name="q")
+        await add_job_to(migrated_url, "waits", queue_name="q")
         await kongtask.run_once(task_list={"waits": waits, "cancels": cancels}, connection_string=migrated_url)
 
     asyncio.run(scenario())
     # The task's own timeouts cancelled the worker's asyncio task and took it back: the later
     # CancelledError is still the task's, and the pool went on to the third job.
     assert ran == ["waits", "waits"]
-    assert _rows(migrated_url, "select task_identifier, last_error from graphile_worker.jobs") == [
+    assert query_rows(migrated_url, "select task_identifier, last_error from graphile_worker.jobs") == [
         ("cancels", "CancelledError")
     ]
 
@@ -186,7 +179,7 @@ def test_a_worker_cancelled_from_outside_fails_its_job_and_the_pool_reports_it(m
         await asyncio.sleep(60)
 
     async def scenario() -> None:
-        await _add(migrated_url, "slow")
+        await add_job_to(migrated_url, "slow")
         runner = await kongtask.run(task_list={"slow": slow}, connection_string=migrated_url)
         await wait_until_async(lambda: started, what="the task to start")
         for task in runner._worker_tasks:  # nothing in kongtask does this; a bug or a caller might
@@ -195,7 +188,7 @@ def test_a_worker_cancelled_from_outside_fails_its_job_and_the_pool_reports_it(m
             await runner.wait()
 
     asyncio.run(scenario())
-    assert _rows(migrated_url, "select attempts, last_error from graphile_worker.jobs") == [
+    assert query_rows(migrated_url, "select attempts, last_error from graphile_worker.jobs") == [
         (1, "Worker cancelled before the task finished")
     ]
     assert _locked_queues(migrated_url) == 0
@@ -236,8 +229,8 @@ def test_a_release_whose_reply_is_lost_lands_once_and_gives_back_the_job_it_fetc
         attempts_seen.append(helpers.job.attempts)
 
     async def scenario() -> None:
-        await _add(migrated_url, "first", queue_name="qa")
-        await _add(migrated_url, "second", queue_name="qb")
+        await add_job_to(migrated_url, "first", queue_name="qa")
+        await add_job_to(migrated_url, "second", queue_name="qb")
         lost = _lose_reply_once(monkeypatch, "with released as materialized")
         await kongtask.run_once(task_list={"first": first, "second": second}, connection_string=migrated_url)
         assert lost, "the release and fetch statement never ran"
@@ -247,13 +240,13 @@ def test_a_release_whose_reply_is_lost_lands_once_and_gives_back_the_job_it_fetc
     # attempt, and run once, as its first attempt.
     assert attempts_seen == [1]
     if first_outcome == "fails":
-        [(attempts, last_error, due_in)] = _rows(
+        [(attempts, last_error, due_in)] = query_rows(
             migrated_url, "select attempts, last_error, extract(epoch from run_at - now()) from graphile_worker.jobs"
         )
         # Failed once, so retried after e^1 s, not twice (which would be after e^1 + e^1 s).
         assert (attempts, last_error) == (1, "first failed") and float(due_in) <= math.e + 0.5
     else:
-        assert _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
+        assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
     assert _locked_queues(migrated_url) == 0
 
 
@@ -266,14 +259,14 @@ def test_a_checkout_whose_reply_is_lost_is_given_back_not_left_locked(
         attempts_seen.append(helpers.job.attempts)
 
     async def scenario() -> None:
-        await _add(migrated_url, "only", queue_name="q")
+        await add_job_to(migrated_url, "only", queue_name="q")
         lost = _lose_reply_once(monkeypatch, "get_job")
         await kongtask.run_once(task_list={"only": only}, connection_string=migrated_url)
         assert lost
 
     asyncio.run(scenario())
     assert attempts_seen == [1]
-    assert _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
+    assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
     assert _locked_queues(migrated_url) == 0
 
 
@@ -296,7 +289,7 @@ def test_a_checkout_whose_reply_is_lost_is_given_back_not_left_locked(
     ],
 )
 def test_refusals_that_end_by_themselves_are_waited_for(reply: str, transient: bool) -> None:
-    assert _db.refusal_is_transient(reply) is transient
+    assert _connections.refusal_is_transient(reply) is transient
 
 
 def test_a_worker_started_while_every_connection_slot_is_taken_waits_for_one(
@@ -305,7 +298,7 @@ def test_a_worker_started_while_every_connection_slot_is_taken_waits_for_one(
     private_server.settings.update(max_connections="6", superuser_reserved_connections="0")
     url = private_server.start()
     asyncio.run(kongtask.migrate(connection_string=url))
-    asyncio.run(_add(url, "job"))
+    asyncio.run(add_job_to(url, "job"))
     ran: list[int] = []
 
     async def job(payload: Any, helpers: Any) -> None:
@@ -343,22 +336,22 @@ def test_a_worker_started_while_every_connection_slot_is_taken_waits_for_one(
 def test_a_busy_pool_deadlocks_and_timeouts_are_not_called_outages(migrated_url: str) -> None:
     from psycopg_pool import PoolTimeout
 
-    kind, line = _db.describe_trouble(PoolTimeout("couldn't get a connection after 5.00 sec"), pool_size=3)
+    kind, line = _outages.describe_trouble(PoolTimeout("couldn't get a connection after 5.00 sec"), pool_size=3)
     assert kind == "pool" and "all 3 pooled connections" in line and "lost the connection" not in line
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         conn.execute("set statement_timeout = 10")
         with pytest.raises(psycopg.OperationalError) as cancelled:
             conn.execute("select pg_sleep(5)")
-    kind, line = _db.describe_trouble(cancelled.value)
+    kind, line = _outages.describe_trouble(cancelled.value)
     assert kind == "timeout" and "statement_timeout" in line
-    assert _db.describe_trouble(psycopg.errors.DeadlockDetected("deadlock detected"))[0] == "deadlock"
-    assert _db.describe_trouble(psycopg.OperationalError("server closed the connection unexpectedly"))[0] == "outage"
+    assert _outages.describe_trouble(psycopg.errors.DeadlockDetected("deadlock detected"))[0] == "deadlock"
+    assert _outages.describe_trouble(psycopg.OperationalError("server closed the connection unexpectedly"))[0] == "outage"
 
 
 def test_tasks_holding_every_pooled_connection_are_named_in_the_log(
     migrated_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "CHECKOUT_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(_worker, "CHECKOUT_TIMEOUT_S", 0.2)
     release = asyncio.Event()
     held: list[int] = []
 
@@ -375,17 +368,17 @@ def test_tasks_holding_every_pooled_connection_are_named_in_the_log(
     caplog.set_level(logging.WARNING, logger="kongtask")
 
     async def scenario() -> None:
-        await _add(migrated_url, "hog")
+        await add_job_to(migrated_url, "hog")
         runner = await kongtask.run(task_list={"hog": hog, "quick": quick}, connection_string=migrated_url,
                                     concurrency=2)
         try:
             await wait_until_async(lambda: held, what="the hog to hold the pool")
-            await _add(migrated_url, "quick")
+            await add_job_to(migrated_url, "quick")
             await wait_until_async(lambda: any("pooled connections" in r.getMessage() for r in caplog.records),
                                    what="the busy pool to be reported")
             release.set()
             await wait_until_async(
-                lambda: _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)],
+                lambda: query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)],
                 what="both jobs to complete",
             )
         finally:
@@ -404,19 +397,19 @@ def test_a_tasks_query_on_a_pooled_connection_that_died_gets_a_fresh_one(migrate
         results.append((helpers.job.attempts, await helpers.query("select 42")))
 
     async def scenario() -> None:
-        await _add(migrated_url, "queries")
+        await add_job_to(migrated_url, "queries")
         runner = await kongtask.run(task_list={"queries": queries}, connection_string=migrated_url)
         try:
-            await wait_until_async(lambda: _rows(migrated_url, "select attempts from graphile_worker.jobs") == [(1,)],
+            await wait_until_async(lambda: query_rows(migrated_url, "select attempts from graphile_worker.jobs") == [(1,)],
                                    what="the job to start")
             # Every connection the worker's pool holds dies, as in a server restart.
-            killed = _rows(migrated_url, "select pg_terminate_backend(pid) from pg_stat_activity "
+            killed = query_rows(migrated_url, "select pg_terminate_backend(pid) from pg_stat_activity "
                                          "where datname = current_database() and pid <> pg_backend_pid() "
                                          "and backend_type = 'client backend'")
             assert killed
             go.set()
             await wait_until_async(
-                lambda: _rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)],
+                lambda: query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)],
                 what="the job to complete",
             )
         finally:
@@ -438,9 +431,9 @@ def test_a_worker_says_which_due_jobs_wait_for_tasks_it_does_not_have(
     caplog.set_level(logging.INFO, logger="kongtask")
 
     async def scenario() -> None:
-        await _add(migrated_url, "ghost")
-        await _add(migrated_url, "ghost")
-        await _add(migrated_url, "phantom", run_at=datetime.now(timezone.utc) + timedelta(hours=1))  # not due
+        await add_job_to(migrated_url, "ghost")
+        await add_job_to(migrated_url, "ghost")
+        await add_job_to(migrated_url, "phantom", run_at=datetime.now(timezone.utc) + timedelta(hours=1))  # not due
         runner = await kongtask.run(task_list={"real": real}, connection_string=migrated_url)
         try:
             await wait_until_async(lambda: any("wait for tasks" in r.getMessage() for r in caplog.records),
@@ -459,7 +452,7 @@ def test_debug_logs_show_each_fetch_and_release(migrated_url: str, caplog: pytes
         pass
 
     caplog.set_level(logging.DEBUG, logger="kongtask")
-    added = asyncio.run(_add(migrated_url, "job"))
+    added = asyncio.run(add_job_to(migrated_url, "job"))
     asyncio.run(kongtask.run_once(task_list={"job": job}, connection_string=migrated_url))
     messages = [r.getMessage() for r in caplog.records]
     assert f"fetched job {added.id} (job), attempt 1 of 25" in messages
@@ -482,7 +475,7 @@ def test_a_job_notified_while_every_worker_is_fetching_is_not_left_to_the_next_p
         found = await real(conn, statement, **kwargs)
         if found is None and not added and "get_job" in statement[0]:
             before = notified_while_busy()
-            added.append((await _add(migrated_url, "job")).id)
+            added.append((await add_job_to(migrated_url, "job")).id)
             await wait_until_async(lambda: notified_while_busy() > before, what="the NOTIFY to reach the busy pool")
         return found
 
@@ -495,7 +488,7 @@ def test_a_job_notified_while_every_worker_is_fetching_is_not_left_to_the_next_p
         runner = await kongtask.run(task_list={"job": job}, connection_string=migrated_url, poll_interval=600)
         try:
             monkeypatch.setattr(jobs, "fetch_job", fetch_job)
-            await _add(migrated_url, "other")  # wakes the idle worker into the patched fetch
+            await add_job_to(migrated_url, "other")  # wakes the idle worker into the patched fetch
             await wait_until_async(lambda: added and ran == added, timeout=20, what="the notified job to run")
         finally:
             await runner.stop()

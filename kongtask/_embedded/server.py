@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import ConfigurationError, KongtaskError
+from ..errors import ConfigurationError, KongtaskError
 
 #: The system user that runs the server when kongtask runs as root (initdb refuses root).
 _ROOT_FALLBACK_USERS = ("postgres", "kongtask")
@@ -66,10 +66,7 @@ def _server_user() -> _RunAs | None:
 
 def _reachable_by_others(path: Path) -> bool:
     """Whether a user other than the owner can reach and run what is under ``path``."""
-    for folder in [path, *path.parents]:
-        if not folder.stat().st_mode & stat.S_IXOTH:
-            return False
-    return True
+    return all(folder.stat().st_mode & stat.S_IXOTH for folder in [path, *path.parents])
 
 
 def _private_copy_of_binaries(bin_dir: Path, target: Path) -> Path:

@@ -5,11 +5,11 @@ process imports every task file and helper module afresh, so no stale module, cl
 survive an edit (upstream graphile-worker dropped in-process reloading for exactly that reason).
 
 On a change to a ``.py`` file under the tasks folder the supervisor starts a new worker at once and
-sends the old one :data:`RELOAD_SIGNAL`: the old worker stops fetching, and a job it is running finishes on the old code within
-``--shutdown-timeout`` (after that it is failed with "Forced worker shutdown" and retried). Jobs
-are locked in the database, so the two workers never run the same job. A worker that cannot start
-(a task file with a syntax error, say) prints its one-line error and exits; the supervisor stays up
-and starts a worker again on the next change.
+sends the old one :data:`RELOAD_SIGNAL`: the old worker stops fetching, and a job it is running
+finishes on the old code within ``--shutdown-timeout`` (after that it is failed with "Forced worker
+shutdown" and retried). Jobs are locked in the database, so the two workers never run the same
+job. A worker that cannot start (a task file with a syntax error, say) prints its one-line error
+and exits; the supervisor stays up and starts a worker again on the next change.
 
 On SIGINT, SIGTERM or SIGHUP the supervisor passes the signal on to its workers (a second one too,
 which makes them stop at once) and exits only once every worker has exited.

@@ -1,8 +1,9 @@
 """The SQL API from Python: ``add_job``, ``get_job``, ``complete_job`` and ``fail_job``.
 
-Each function runs one statement from :mod:`kongtask.queries` on a connection you hold and returns
-the job row as a :class:`~kongtask.Job`. The async functions are the core; the ``*_sync`` twins
-share their statement building and row decoding, and differ only in the connection they await.
+Each function runs one statement of the schema (:func:`kongtask._schema.schema_named`) on a
+connection you hold and returns the job row as a :class:`~kongtask.Job`. The async functions are
+the core; the ``*_sync`` twins share their statement building and row decoding, and differ only in
+the connection they await.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from psycopg.adapt import AdaptersMap, Loader
 from psycopg.rows import tuple_row
 from psycopg.types.json import JsonLoader
 
-from .errors import PayloadError
-from .job import Job, JobOptions, Unpack
-from .queries import ADD_JOB_OPTIONS, queries_for
+from .._job import Job, JobOptions, Unpack
+from ..errors import PayloadError
+from . import schema_named
+from .v0_1 import ADD_JOB_OPTIONS
 
 #: Upstream's get_job default: a queue locked longer than this is taken as abandoned. The SQL API
 #: keeps it; kongtask's workers pass defaults.JOB_EXPIRY, which their heartbeats make safe.
@@ -182,7 +184,7 @@ def add_job_statement(
     given = {"queue_name": queue_name, "run_at": run_at, "max_attempts": max_attempts}
     options = tuple(name for name in ADD_JOB_OPTIONS if given[name] is not None)
     params = (identifier, encode_payload(payload), *(given[name] for name in options))
-    return queries_for(schema).add_job(options), params
+    return schema_named(schema).add_job(options), params
 
 
 def text_array_literal(values: list[str]) -> str:
@@ -194,15 +196,15 @@ def text_array_literal(values: list[str]) -> str:
 def get_job_statement(
     schema: str, worker_id: str, task_names: list[str] | None, job_expiry: timedelta
 ) -> _Statement:
-    return queries_for(schema).get_job, (worker_id, task_names, job_expiry)
+    return schema_named(schema).get_job, (worker_id, task_names, job_expiry)
 
 
 def complete_job_statement(schema: str, worker_id: str, job_id: int) -> _Statement:
-    return queries_for(schema).complete_job, (worker_id, job_id)
+    return schema_named(schema).complete_job, (worker_id, job_id)
 
 
 def fail_job_statement(schema: str, worker_id: str, job_id: int, message: str) -> _Statement:
-    return queries_for(schema).fail_job, (worker_id, job_id, message)
+    return schema_named(schema).fail_job, (worker_id, job_id, message)
 
 
 def job_or_none(row: tuple[Any, ...] | None) -> Job | None:

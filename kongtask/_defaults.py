@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from .queries import DEFAULT_SCHEMA
-
-SCHEMA = DEFAULT_SCHEMA
+#: The schema that holds the jobs, as upstream's.
+SCHEMA = "graphile_worker"
 CONCURRENCY = 1
 #: Seconds between fetches of an idle worker when no NOTIFY arrives (upstream: 2000 ms).
 POLL_INTERVAL = 2.0

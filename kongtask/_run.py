@@ -11,23 +11,23 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from . import _db, defaults
-from ._db import Backoff
+from . import _connections, _defaults
+from ._job import Unpack
+from ._options import ResolvedOptions, RunOptions
+from ._outages import Backoff
+from ._schema import held_by, schema_named
+from ._schema.jobs import register_tolerant_loaders
+from ._schema.migrate import migrate_connection
+from ._worker import WorkerConfig
+from ._worker_pool import Runner
 from .errors import ConfigurationError, ConnectionFailed
-from .jobs import register_tolerant_loaders
-from .migrations import migrate_connection
-from .pool import Runner
-from .queries import queries_for
 from .tasks import Task, a_type_name, load_task_directory
-from .worker import WorkerConfig
 
 log = logging.getLogger("kongtask.runner")
 
@@ -41,7 +41,7 @@ def resolve_connection_string(pool: AsyncConnectionPool | None, connection_strin
         raise ConfigurationError("give either a pool or a connection string, not both")
     if pool is not None:
         return None
-    return _db.conninfo_or_environment(connection_string)
+    return _connections.conninfo_or_environment(connection_string)
 
 
 def _resolve_tasks(task_directory: str | Path | None, task_list: Mapping[str, Task] | None) -> dict[str, Task]:
@@ -82,7 +82,7 @@ async def _migrate_with_retry(conninfo: str, schema: str, *, retry: bool) -> Non
     last_said = 0.0
     while True:
         try:
-            conn = await _db.connect(conninfo)
+            conn = await _connections.connect(conninfo)
         except ConnectionFailed as exc:
             if not (retry and exc.transient):
                 raise
@@ -105,59 +105,25 @@ async def _migrate_with_retry(conninfo: str, schema: str, *, retry: bool) -> Non
         return
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """The options of :func:`run` and :func:`run_once`; see :func:`run` for their meaning."""
-
-    task_directory: str | Path | None = None
-    task_list: Mapping[str, Task] | None = None
-    pool: AsyncConnectionPool | None = None
-    connection_string: str | None = None
-    schema: str = defaults.SCHEMA
-    concurrency: int = defaults.CONCURRENCY
-    poll_interval: float = defaults.POLL_INTERVAL
-    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT
-    job_expiry: timedelta = defaults.JOB_EXPIRY
-    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL
-    task_timeout: float | None = defaults.TASK_TIMEOUT
-    handle_signals: bool = False
-    log_success: bool | None = None
-
-    def check(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.poll_interval <= 0:
-            raise ConfigurationError(f"poll_interval must be positive, got {self.poll_interval}")
-        if self.heartbeat_interval <= 0:
-            raise ConfigurationError(f"heartbeat_interval must be positive, got {self.heartbeat_interval}")
-        if self.job_expiry.total_seconds() <= self.heartbeat_interval:
-            raise ConfigurationError(
-                f"job_expiry ({self.job_expiry.total_seconds():g}s) must be longer than the heartbeat interval "
-                f"({self.heartbeat_interval:g}s), or live workers would lose their jobs"
-            )
-        if self.task_timeout is not None and self.task_timeout <= 0:
-            raise ConfigurationError(f"task_timeout must be positive, got {self.task_timeout}")
-
-
 def _log_success(given: bool | None) -> bool:
     # Upstream's NO_LOG_SUCCESS is honoured only when the caller has not said.
     return given if given is not None else not os.environ.get("NO_LOG_SUCCESS")
 
 
-async def start(options: RunOptions, *, once: bool) -> Runner:
+async def start(options: ResolvedOptions, *, once: bool) -> Runner:
     """Checks the options, migrates, and starts the workers."""
     options.check()
-    queries_for(options.schema)  # a schema name PostgreSQL cannot hold fails before any connection
+    schema_named(options.schema)  # a schema name PostgreSQL cannot hold fails before any connection
     tasks = _resolve_tasks(options.task_directory, options.task_list)
     conninfo = resolve_connection_string(options.pool, options.connection_string)
     pool = options.pool
     if pool is None:
         assert conninfo is not None
-        _db.connection_kwargs(conninfo)  # a malformed string fails here, in one line
+        _connections.connection_kwargs(conninfo)  # a malformed string fails here, in one line
         await _migrate_with_retry(conninfo, options.schema, retry=not once)
         pool = AsyncConnectionPool(
             conninfo,
-            kwargs=_db.connection_kwargs(conninfo),
+            kwargs=_connections.connection_kwargs(conninfo),
             min_size=1,
             max_size=options.concurrency + _EXTRA_POOL_CONNECTIONS,
             open=False,
@@ -166,19 +132,21 @@ async def start(options: RunOptions, *, once: bool) -> Runner:
         )
         await pool.open()
     else:
-        _db.pool_conninfo(pool)  # fail now, not in the listener, if kongtask cannot open its own
+        _connections.pool_conninfo(pool)  # fail now, not in the listener, if kongtask cannot open its own
         async with pool.connection() as conn:
             await migrate_connection(conn, options.schema)
-    config = WorkerConfig(
-        tasks=tasks,
-        decode_per_statement=options.pool is not None,
-        schema=options.schema,
-        poll_interval=options.poll_interval,
-        job_expiry=options.job_expiry,
-        log_success=_log_success(options.log_success),
-        task_timeout=options.task_timeout,
-    )
     try:
+        async with pool.connection() as conn:
+            database = await held_by(conn, options.schema)
+        config = WorkerConfig(
+            tasks=tasks,
+            decode_per_statement=options.pool is not None,
+            database=database,
+            poll_interval=options.poll_interval,
+            job_expiry=options.job_expiry,
+            log_success=_log_success(options.log_success),
+            task_timeout=options.task_timeout,
+        )
         return Runner(
             config,
             pool,
@@ -195,23 +163,10 @@ async def start(options: RunOptions, *, once: bool) -> Runner:
         raise
 
 
-async def run(
-    *,
-    task_directory: str | Path | None = None,
-    task_list: Mapping[str, Task] | None = None,
-    pool: AsyncConnectionPool | None = None,
-    connection_string: str | None = None,
-    schema: str = defaults.SCHEMA,
-    concurrency: int = defaults.CONCURRENCY,
-    poll_interval: float = defaults.POLL_INTERVAL,
-    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT,
-    job_expiry: timedelta = defaults.JOB_EXPIRY,
-    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
-    task_timeout: float | None = defaults.TASK_TIMEOUT,
-    handle_signals: bool = False,
-    log_success: bool | None = None,
-) -> Runner:
+async def run(**options: Unpack[RunOptions]) -> Runner:
     """Migrates, then runs ``concurrency`` workers until stopped; returns the running :class:`Runner`.
+
+    The options (all keyword) are declared once, in :class:`kongtask._options.RunOptions`:
 
     - Tasks: ``task_directory`` (a folder of task files) or ``task_list`` (``{name: function}``).
     - Database: ``pool`` (an open ``AsyncConnectionPool``), ``connection_string``, or ``DATABASE_URL``.
@@ -224,42 +179,15 @@ async def run(
     - ``log_success``: log a ``Completed task ...`` line per successful job; ``None`` (the default)
       means yes unless the environment variable ``NO_LOG_SUCCESS`` is set, as upstream.
     """
-    return await start(
-        RunOptions(
-            task_directory, task_list, pool, connection_string, schema, concurrency, poll_interval,
-            shutdown_timeout, job_expiry, heartbeat_interval, task_timeout, handle_signals, log_success,
-        ),
-        once=False,
-    )
+    return await start(ResolvedOptions(**options), once=False)
 
 
-async def run_once(
-    *,
-    task_directory: str | Path | None = None,
-    task_list: Mapping[str, Task] | None = None,
-    pool: AsyncConnectionPool | None = None,
-    connection_string: str | None = None,
-    schema: str = defaults.SCHEMA,
-    concurrency: int = defaults.CONCURRENCY,
-    poll_interval: float = defaults.POLL_INTERVAL,
-    shutdown_timeout: float = defaults.SHUTDOWN_TIMEOUT,
-    job_expiry: timedelta = defaults.JOB_EXPIRY,
-    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL,
-    task_timeout: float | None = defaults.TASK_TIMEOUT,
-    handle_signals: bool = False,
-    log_success: bool | None = None,
-) -> None:
+async def run_once(**options: Unpack[RunOptions]) -> None:
     """Migrates, then runs every runnable job with ``concurrency`` workers and returns.
 
     The options are those of :func:`run`.
     """
-    runner = await start(
-        RunOptions(
-            task_directory, task_list, pool, connection_string, schema, concurrency, poll_interval,
-            shutdown_timeout, job_expiry, heartbeat_interval, task_timeout, handle_signals, log_success,
-        ),
-        once=True,
-    )
+    runner = await start(ResolvedOptions(**options), once=True)
     await runner.wait()
 
 
@@ -267,10 +195,10 @@ async def migrate(
     *,
     connection_string: str | None = None,
     pool: AsyncConnectionPool | None = None,
-    schema: str = defaults.SCHEMA,
+    schema: str = _defaults.SCHEMA,
 ) -> list[int]:
     """Brings the database to the newest schema; returns the numbers of the migrations applied."""
     resolve_connection_string(pool, connection_string)
-    queries_for(schema)  # a bad schema name fails before any connection
-    async with _db.borrow(connection_string, pool) as conn:
+    schema_named(schema)  # a bad schema name fails before any connection
+    async with _connections.borrow(connection_string, pool) as conn:
         return await migrate_connection(conn, schema)

@@ -10,46 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
-from . import jobs
-from ._db import pool_conninfo
-from .job import Job, JobOptions, Unpack
-
-
-class SharedResources:
-    """What every job of one run shares: the pool, the schema and the event loop."""
-
-    def __init__(
-        self, pool: AsyncConnectionPool, schema: str, loop: asyncio.AbstractEventLoop, concurrency: int = 1
-    ) -> None:
-        self.pool = pool
-        self.concurrency = concurrency
-        self.schema = schema
-        self.loop = loop
-        self._sync_pool: ConnectionPool | None = None
-        self._sync_pool_lock = threading.Lock()
-
-    def sync_pool(self) -> ConnectionPool:
-        """A pool of blocking connections for sync tasks, opened the first time one asks."""
-        with self._sync_pool_lock:
-            if self._sync_pool is None:
-                conninfo, kwargs = pool_conninfo(self.pool)
-                self._sync_pool = ConnectionPool(
-                    conninfo, kwargs=kwargs, min_size=0, max_size=max(1, self.concurrency), open=True
-                )
-            return self._sync_pool
-
-    def close_sync_pool(self) -> None:
-        with self._sync_pool_lock:
-            if self._sync_pool is not None:
-                self._sync_pool.close()
-                self._sync_pool = None
+from ._job import Job, JobOptions, Unpack
+from ._resources import SharedResources
+from ._schema import jobs
 
 
 def _job_logger(task_name: str, job: Job) -> logging.Logger:
@@ -88,7 +57,9 @@ class _HelpersBase:
 T = TypeVar("T")
 
 
-async def _on_a_live_connection(pool: AsyncConnectionPool, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+async def _on_a_live_connection(
+    pool: AsyncConnectionPool, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+) -> T:
     """Runs ``work`` on a pooled connection, once more on another if the first turns out dead.
 
     After a server restart the pool still holds the connections that died with it; a task's query
@@ -145,11 +116,13 @@ class SyncHelpers(_HelpersBase):
 
     def add_job(self, identifier: str, payload: Any = None, **options: Unpack[JobOptions]) -> Job:
         """Adds a job, with the same options as :func:`kongtask.add_job`."""
-        return self._on_loop(self._async.add_job(identifier, payload, **options))
+        job: Job = self._on_loop(self._async.add_job(identifier, payload, **options))
+        return job
 
     def query(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
         """Runs one statement on the worker's pool; returns its rows (``[]`` when it has none)."""
-        return self._on_loop(self._async.query(query, params))
+        rows: list[tuple[Any, ...]] = self._on_loop(self._async.query(query, params))
+        return rows
 
     @contextlib.contextmanager
     def with_pg_client(self) -> Iterator[psycopg.Connection[Any]]:

@@ -18,11 +18,12 @@ from typing import Any, TypeVar, overload
 
 from psycopg_pool import AsyncConnectionPool
 
-from . import client, runner
+from . import _add_job, _run
+from ._defaults import SCHEMA as DEFAULT_SCHEMA
+from ._job import Job, JobOptions, Unpack
+from ._options import WorkerOptions
+from ._worker_pool import Runner
 from .errors import ConfigurationError
-from .job import Job, JobOptions, Unpack
-from .pool import Runner
-from .queries import DEFAULT_SCHEMA
 from .tasks import Task, set_task_timeout
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,15 +76,15 @@ class App:
 
     async def add_job(self, identifier: str, payload: Any = None, **options: Unpack[JobOptions]) -> Job:
         """Adds a job on this app's database (see :func:`kongtask.add_job`)."""
-        return await client.add_job(identifier, payload, **options, **self._database())
+        return await _add_job.add_job(identifier, payload, **options, **self._database())
 
     async def migrate(self) -> list[int]:
-        return await runner.migrate(**self._database())
+        return await _run.migrate(**self._database())
 
-    async def run(self, **options: Any) -> Runner:
+    async def run(self, **options: Unpack[WorkerOptions]) -> Runner:
         """Runs this app's tasks until stopped; options as :func:`kongtask.run`."""
-        return await runner.run(task_list=self.tasks, **self._database(), **options)
+        return await _run.run(task_list=self.tasks, **self._database(), **options)
 
-    async def run_once(self, **options: Any) -> None:
+    async def run_once(self, **options: Unpack[WorkerOptions]) -> None:
         """Runs every runnable job of this app's tasks, then returns; options as :func:`kongtask.run_once`."""
-        await runner.run_once(task_list=self.tasks, **self._database(), **options)
+        await _run.run_once(task_list=self.tasks, **self._database(), **options)

@@ -6,7 +6,7 @@ stable folder outside it, its *home*:
 
 * as a normal user, ``$XDG_DATA_HOME/kongtask/<folder name>-<hash>`` (``~/.local/share/...``);
 * as root, ``/var/lib/kongtask/<folder name>-<hash>``. The server then runs as an unprivileged user
-  (see :mod:`kongtask._embedded`), which must pass through every folder above its data: it can
+  (see :mod:`kongtask._embedded.server`), which must pass through every folder above its data: it can
   through ``/var/lib/kongtask`` (mode 0711), not through root's home folder.
 
 The hash is of the project folder's absolute path, so every terminal in that folder finds the same
@@ -45,9 +45,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._children import spare_child
-from ._embedded import EmbeddedServer
-from .errors import ConfigurationError, KongtaskError
+from .._children import spare_child
+from ..errors import ConfigurationError, KongtaskError
+from .server import EmbeddedServer
 
 log = logging.getLogger("kongtask.embedded")
 
@@ -211,7 +211,7 @@ def _ensure_watchdog(home: Path) -> None:
             # Nothing of ours it should not carry: not the --watch marker, which names our supervisor.
             env = {k: v for k, v in os.environ.items() if not k.startswith("_KONGTASK")}
             watchdog = subprocess.Popen(
-                [sys.executable, "-m", "kongtask._embedded_watchdog", str(home), str(fd)],
+                [sys.executable, "-m", "kongtask._embedded.watchdog", str(home), str(fd)],
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, pass_fds=(fd,), cwd=home, env=env,
                 start_new_session=True,  # no terminal's signal reaches it
             )

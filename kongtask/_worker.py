@@ -1,7 +1,7 @@
 """One worker: fetch a job, run its task, release the job (complete or fail), go again.
 
 A worker owns nothing but its id and, for plain ``def`` tasks, one daemon thread. The pool it
-belongs to (:mod:`kongtask.pool`) wakes it when jobs arrive and tells it when to stop.
+belongs to (:mod:`kongtask._worker_pool`) wakes it when jobs arrive and tells it when to stop.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from . import jobs
-from ._db import Backoff, OutageLog
+from ._helpers import Helpers, SyncHelpers
+from ._job import Job
+from ._outages import Backoff, OutageLog
+from ._resources import SharedResources
+from ._schema import DatabaseSchema, jobs
 from .errors import PayloadError
-from .helpers import Helpers, SharedResources, SyncHelpers
-from .job import Job
-from .queries import queries_for
 from .tasks import Task, is_async_task, task_timeout
 
 log = logging.getLogger("kongtask.worker")
@@ -65,7 +65,8 @@ class WorkerConfig:
     """What every worker of a pool runs with."""
 
     tasks: Mapping[str, Task]
-    schema: str
+    #: The schema this database holds, chosen when the pool started: every statement comes from it.
+    database: DatabaseSchema
     poll_interval: float
     job_expiry: timedelta
     log_success: bool
@@ -74,6 +75,10 @@ class WorkerConfig:
     decode_per_statement: bool = False
     task_names: list[str] = field(init=False)
     async_tasks: frozenset[str] = field(init=False)
+
+    @property
+    def schema(self) -> str:
+        return self.database.name
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task_names", sorted(self.tasks))
@@ -259,7 +264,7 @@ class WorkerTask(asyncio.Task):  # type: ignore[type-arg]
         # asyncio.timeout() and TaskGroup in task code cancel this task, then take it back.
         if self._outside_cancels:
             self._outside_cancels -= 1
-        return super().uncancel()  # type: ignore[no-any-return,misc]
+        return super().uncancel()  # type: ignore[no-any-return,misc,unused-ignore]  # 3.10 has no uncancel
 
     @property
     def cancelled_from_outside(self) -> bool:
@@ -289,7 +294,7 @@ class Worker:
         self._config = config
         self._resources = resources
         self._coordinator = coordinator
-        self._queries = queries_for(config.schema)
+        self._queries = config.database
         self._thread: _TaskThread | None = None
         self._task: WorkerTask | None = None
         self._abort_reason: str | None = None
@@ -490,7 +495,9 @@ class Worker:
             self._queries.return_stray_checkouts, {"worker_id": self.id}, None, until_stopping=True
         )
 
-    async def _execute_until_done(self, query: str, params: Any, job_id: int | None, until_stopping: bool = False) -> None:
+    async def _execute_until_done(
+        self, query: str, params: Any, job_id: int | None, until_stopping: bool = False
+    ) -> None:
         """Runs a statement that is safe to repeat, retrying through outages until it lands or the
         stop is forced (or, ``until_stopping``, until any stop)."""
         backoff = Backoff(ceiling=2.0)

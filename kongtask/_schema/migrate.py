@@ -1,6 +1,6 @@
 """Brings a database to the newest schema kongtask knows, safely under concurrency.
 
-The migrations are the numbered files ``sql/NNNNNN.sql``. Each is applied once, in order, and
+The migrations are the numbered files ``migrations/NNNNNN.sql`` beside this module. Each is applied once, in order, and
 recorded in ``<schema>.migrations``; a database already migrated by graphile-worker is accepted as
 it is, because the same numbers mean the same schema.
 """
@@ -19,8 +19,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from .errors import MigrationError
-from .queries import INSTALL_EXTENSIONS, MIGRATION_SCHEMA_TOKEN, queries_for
+from ..errors import MigrationError
+from .generation import MIGRATION_SCHEMA_TOKEN
+from .v0_1 import INSTALL_EXTENSIONS, schema_named
 
 log = logging.getLogger("kongtask.migrate")
 
@@ -188,11 +189,8 @@ def _render_dollar(tag: str, body: str, quoted: str) -> str:
 
 
 def _migrations_folder() -> Path:
-    # The wheel carries the files inside the package; a source checkout keeps them at the top.
-    packaged = resources.files("kongtask") / "sql"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "sql"
+    # Package data, so an installed kongtask migrates without the source tree, from one place.
+    return Path(str(resources.files("kongtask._schema") / "migrations"))
 
 
 def load_migrations() -> list[Migration]:
@@ -214,7 +212,7 @@ async def migrate_connection(conn: psycopg.AsyncConnection[Any], schema: str) ->
     Everything happens in one transaction under an advisory lock, so many processes starting at
     once apply each migration exactly once, and a refused database is left untouched.
     """
-    queries = queries_for(schema)
+    queries = schema_named(schema)
     migrations = load_migrations()
     newest_known = migrations[-1].number
     applied: list[int] = []

@@ -8,9 +8,10 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from . import _db, jobs
-from .job import Job
-from .queries import DEFAULT_SCHEMA
+from . import _connections
+from ._defaults import SCHEMA as DEFAULT_SCHEMA
+from ._job import Job
+from ._schema import jobs
 
 
 async def add_job(
@@ -35,7 +36,7 @@ async def add_job(
     statement = jobs.add_job_statement(
         schema, identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts
     )
-    async with _db.borrow(connection_string, pool, connection) as conn:
+    async with _connections.borrow(connection_string, pool, connection) as conn:
         job = await jobs.fetch_job(conn, statement)
     assert job is not None
     return job
@@ -57,7 +58,7 @@ def add_job_sync(
     statement = jobs.add_job_statement(
         schema, identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts
     )
-    with _db.borrow_sync(connection_string, pool, connection) as conn:
+    with _connections.borrow_sync(connection_string, pool, connection) as conn:
         job = jobs.fetch_job_sync(conn, statement)
     assert job is not None
     return job

@@ -15,17 +15,17 @@ import psycopg
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from . import _db
-from ._db import Backoff, OutageLog
-from .helpers import SharedResources
-from .queries import queries_for
-from .worker import (
+from . import _connections
+from ._outages import Backoff, OutageLog
+from ._resources import SharedResources
+from ._worker import (
     CHECKOUT_TIMEOUT_S,
     CONNECTION_ERRORS,
     Worker,
     WorkerConfig,
     WorkerTask,
 )
+from .errors import ConnectionFailed
 
 log = logging.getLogger("kongtask.pool")
 
@@ -267,12 +267,12 @@ class Runner:
 
     async def _listen(self) -> None:
         """Keeps a dedicated connection listening for new jobs, reconnecting when it drops."""
-        listen = queries_for(self._config.schema).listen
-        conninfo, kwargs = _db.pool_conninfo(self._pool)
+        listen = self._config.database.listen
+        conninfo, kwargs = _connections.pool_conninfo(self._pool)
         backoff = Backoff()
         while not self._stopping:
             try:
-                conn = await _db.connect(conninfo, **kwargs)
+                conn = await _connections.connect(conninfo, **kwargs)
                 async with conn:
                     await conn.execute(listen)
                     self._outage.recovered()
@@ -280,9 +280,10 @@ class Runner:
                     # Anything added while we were not listening is waiting now.
                     self._wake()
                     async for _ in conn.notifies():
-                        log.debug("new job notified: waking %s", "an idle worker" if self._idle else "no one (all busy)")
+                        woken = "an idle worker" if self._idle else "no one (all busy)"
+                        log.debug("new job notified: waking %s", woken)
                         self._wake(1)
-            except (*CONNECTION_ERRORS, _db.ConnectionFailed) as exc:
+            except (*CONNECTION_ERRORS, ConnectionFailed) as exc:
                 self._outage.failed(exc)
             if not self._stopping:
                 await asyncio.sleep(backoff.next())
@@ -293,7 +294,7 @@ class Runner:
         Quiet while there are none: a job added for a task nobody has must not wait in silence,
         but in a fleet whose workers have different tasks, an empty report is no news.
         """
-        query = queries_for(self._config.schema).due_jobs_without_task
+        query = self._config.database.due_jobs_without_task
         names = list(self._config.task_names)
         while True:
             try:
@@ -319,8 +320,8 @@ class Runner:
         On a connection of its own: tasks may hold every pooled connection, and a heartbeat that
         waits for one lets a live job's lock expire.
         """
-        heartbeat = queries_for(self._config.schema).heartbeat
-        conninfo, kwargs = _db.pool_conninfo(self._pool)
+        heartbeat = self._config.database.heartbeat
+        conninfo, kwargs = _connections.pool_conninfo(self._pool)
         conn: psycopg.AsyncConnection[Any] | None = None
         try:
             while True:
@@ -330,9 +331,9 @@ class Runner:
                     continue
                 try:
                     if conn is None or conn.closed:
-                        conn = await _db.connect(conninfo, **kwargs)
+                        conn = await _connections.connect(conninfo, **kwargs)
                     await conn.execute(heartbeat, ([w for w, _ in held], [q for _, q in held]))
-                except (psycopg.Error, _db.ConnectionFailed) as exc:
+                except (psycopg.Error, ConnectionFailed) as exc:
                     self._outage.failed(exc)
                     if conn is not None:
                         await conn.close()

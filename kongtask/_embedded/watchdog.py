@@ -1,7 +1,7 @@
 """Stops a project's embedded PostgreSQL once no kongtask process uses it any more.
 
-``python -m kongtask._embedded_watchdog HOME FD``: started, detached, by the kongtask process that
-finds the server without a watchdog (see :func:`kongtask.embedded._ensure_watchdog`), holding the
+``python -m kongtask._embedded.watchdog HOME FD``: started, detached, by the kongtask process that
+finds the server without a watchdog (see :func:`kongtask._embedded.project._ensure_watchdog`), holding the
 lock ``FD`` on ``HOME/locks/watchdog`` for as long as it lives. A kongtask that leaves normally
 stops the server itself; this covers the one that cannot: ``kill -9``, a crash, a closed terminal.
 """
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .embedded import server_in, stop_if_unused
+from .project import server_in, stop_if_unused
 
 #: How often it looks (s): a server nobody uses stops within about this long.
 _INTERVAL_S = 1.0

@@ -1,0 +1,94 @@
+"""The worker's options, declared once: what ``run``, ``run_once`` and ``App.run`` accept.
+
+:class:`WorkerOptions` and :class:`RunOptions` are what a caller may pass (typed, checked by mypy
+through ``Unpack``); :class:`ResolvedOptions` is the same set with the defaults filled in and the
+values checked, built from them by keyword only. The settings layer passes its worker options
+under these names (tests/test_options.py keeps the three in step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TypedDict
+
+from psycopg_pool import AsyncConnectionPool
+
+from . import _defaults
+from .errors import ConfigurationError
+from .tasks import Task
+
+
+class WorkerOptions(TypedDict, total=False):
+    """How the workers run; the defaults are in ``kongtask/_defaults.py``.
+
+    - ``concurrency``: how many workers (jobs at once) this process runs.
+    - ``poll_interval`` (seconds): how often an idle worker looks for jobs when no NOTIFY arrives.
+    - ``shutdown_timeout`` (seconds): how long running jobs may take to finish after a stop request.
+    - ``heartbeat_interval`` (seconds) and ``job_expiry``: running jobs refresh their queue's lock
+      every heartbeat; a lock older than ``job_expiry`` belongs to a dead worker and is taken over.
+    - ``task_timeout`` (seconds): the default limit for one task; a task may set its own.
+    - ``handle_signals``: SIGINT/SIGTERM stop gracefully; a second signal stops at once.
+    - ``log_success``: log a ``Completed task ...`` line per successful job; ``None`` (the default)
+      means yes unless the environment variable ``NO_LOG_SUCCESS`` is set, as upstream.
+    """
+
+    concurrency: int
+    poll_interval: float
+    shutdown_timeout: float
+    job_expiry: timedelta
+    heartbeat_interval: float
+    task_timeout: float | None
+    handle_signals: bool
+    log_success: bool | None
+
+
+class RunOptions(WorkerOptions, total=False):
+    """The worker options, plus where the tasks and the database come from.
+
+    - Tasks: ``task_directory`` (a folder of task files) or ``task_list`` (``{name: function}``).
+    - Database: ``pool`` (an open ``AsyncConnectionPool``), ``connection_string``, or ``DATABASE_URL``;
+      ``schema``: the schema that holds the jobs.
+    """
+
+    task_directory: str | Path | None
+    task_list: Mapping[str, Task] | None
+    pool: AsyncConnectionPool | None
+    connection_string: str | None
+    schema: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolvedOptions:
+    """:class:`RunOptions` with every default filled in; :meth:`check` says what is wrong."""
+
+    task_directory: str | Path | None = None
+    task_list: Mapping[str, Task] | None = None
+    pool: AsyncConnectionPool | None = None
+    connection_string: str | None = None
+    schema: str = _defaults.SCHEMA
+    concurrency: int = _defaults.CONCURRENCY
+    poll_interval: float = _defaults.POLL_INTERVAL
+    shutdown_timeout: float = _defaults.SHUTDOWN_TIMEOUT
+    job_expiry: timedelta = _defaults.JOB_EXPIRY
+    heartbeat_interval: float = _defaults.HEARTBEAT_INTERVAL
+    task_timeout: float | None = _defaults.TASK_TIMEOUT
+    handle_signals: bool = False
+    log_success: bool | None = None
+
+    def check(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.poll_interval <= 0:
+            raise ConfigurationError(f"poll_interval must be positive, got {self.poll_interval}")
+        if self.heartbeat_interval <= 0:
+            raise ConfigurationError(f"heartbeat_interval must be positive, got {self.heartbeat_interval}")
+        if self.job_expiry.total_seconds() <= self.heartbeat_interval:
+            raise ConfigurationError(
+                f"job_expiry ({self.job_expiry.total_seconds():g}s) must be longer than the heartbeat interval "
+                f"({self.heartbeat_interval:g}s), or live workers would lose their jobs"
+            )
+        if self.task_timeout is not None and self.task_timeout <= 0:
+            raise ConfigurationError(f"task_timeout must be positive, got {self.task_timeout}")

@@ -1,0 +1,48 @@
+"""What the database holds, behind one seam: :class:`DatabaseSchema`.
+
+- :mod:`.generation`: the seam itself (:class:`DatabaseSchema`, :class:`Capabilities`) and the
+  rules every schema name follows;
+- :mod:`.v0_1` and ``v0_1.sql``: the v0.1.0 generation, its statements and capabilities;
+- :mod:`.jobs`: the job calls from Python (add, get, complete, fail) and row decoding;
+- :mod:`.migrate` and ``migrations/``: the numbered migrations, one history for every generation.
+
+A second generation (upstream 0.18) is one more module beside ``v0_1`` whose class satisfies
+:class:`DatabaseSchema`, one more entry in :data:`GENERATIONS`, and its migrations after 000001.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from . import v0_1
+from .generation import Capabilities, DatabaseSchema
+
+__all__ = ["GENERATIONS", "Capabilities", "DatabaseSchema", "held_by", "schema_named"]
+
+#: Every generation kongtask speaks, oldest first, with the highest migration each ends at.
+GENERATIONS = ((v0_1.LAST_MIGRATION, v0_1.schema_named),)
+
+
+def schema_named(name: str) -> DatabaseSchema:
+    """The newest generation kongtask installs, under ``name``: what ``migrate`` brings a database to."""
+    _, named = GENERATIONS[-1]
+    return named(name)
+
+
+async def held_by(conn: psycopg.AsyncConnection[Any], name: str) -> DatabaseSchema:
+    """The generation the database behind ``conn`` holds under ``name``, read from its migrations.
+
+    Called when a worker starts, after migrating: the one place that looks before choosing.
+    """
+    migrations = schema_named(name)
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(migrations.latest_migration, ())
+    row = await cursor.fetchone()
+    latest = row[0] if row else 0
+    for last_migration, named in GENERATIONS:
+        if latest <= last_migration:
+            return named(name)
+    raise AssertionError(f"migration {latest} is newer than every generation; migrate refuses such a database")

@@ -1,0 +1,108 @@
+"""The seam between kongtask and the schema a database holds: what every generation provides.
+
+A *generation* is one version of the graphile-worker database contract: v0.1.0 today
+(:mod:`kongtask._schema.v0_1`), upstream's current 0.18 next. The worker, admin and add-job code
+talk to one :class:`DatabaseSchema` object, chosen when a worker starts (:func:`kongtask._schema.held_by`),
+and never to a generation's tables directly. A generation declares what it can do in
+:class:`Capabilities`, so callers branch on a capability, not on a version number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .._defaults import SCHEMA as DEFAULT_SCHEMA
+
+__all__ = ["DEFAULT_SCHEMA", "MIGRATION_SCHEMA_TOKEN", "Capabilities", "DatabaseSchema", "schema_name_problem"]
+
+#: Stands for the quoted schema name in the numbered migration files, where SQL code may hold a
+#: name (kongtask._schema.migrate reads comments, strings and function bodies as PostgreSQL does).
+MIGRATION_SCHEMA_TOKEN = ":KONGTASK_SCHEMA"
+
+#: PostgreSQL silently cuts a longer name to its first NAMEDATALEN - 1 bytes.
+MAX_NAME_BYTES = 63
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a generation's schema can do beyond the v0.1.0 contract (all False there)."""
+
+    #: Fetch many jobs in one statement (0.18: ``limit N for update skip locked``).
+    batched_fetch: bool = False
+    #: Complete or fail many jobs in one statement (0.18: by id arrays).
+    batched_release: bool = False
+    #: ``add_job(job_key=..., job_key_mode=...)`` and ``remove_job(job_key)``.
+    job_keys: bool = False
+    #: Jobs carry ``flags``; a worker may forbid some at fetch.
+    flags: bool = False
+    #: Jobs live in private tables; ``jobs`` is a view without the payload, read by admin code.
+    jobs_view: bool = False
+    #: ``locked_by`` names the worker pool (one per process), not one worker.
+    pool_locks: bool = False
+
+
+class DatabaseSchema(Protocol):
+    """The statements and capabilities of the schema one database holds, under one schema name.
+
+    Each statement attribute is rendered once for :attr:`name` and executed with parameters. A
+    generation without a statement's capability leaves it out of its own class, and callers check
+    :attr:`capabilities` first.
+    """
+
+    generation: str
+    name: str
+    quoted_schema: str
+    capabilities: Capabilities
+
+    # the job lifecycle: fetch, release (complete or fail), and their recovery
+    get_job: str
+    complete_job: str
+    fail_job: str
+    complete_job_quietly: str
+    fail_job_quietly: str
+    complete_job_and_get_job: str
+    fail_job_and_get_job: str
+    fail_job_once: str
+    return_stray_checkouts: str
+    due_jobs_without_task: str
+    heartbeat: str
+    # admin
+    list_jobs: str
+    unlock_worker: str
+    retry_job: str
+    reschedule_job: str
+    delete_job: str
+    # NOTIFY wake-ups
+    listen: str
+    # migrations
+    migrations_table: str
+    latest_migration: str
+    record_migration: str
+    migration_lock: str
+    create_schema: str
+    create_migrations_table: str
+
+    def add_job(self, options: tuple[str, ...]) -> str:
+        """``add_job`` naming just the given optional arguments."""
+        ...
+
+
+def schema_name_problem(schema: str) -> str | None:
+    """Why PostgreSQL cannot hold ``schema`` as it is (one line), or None when it can."""
+    if not schema:
+        return "the schema name must be non-empty, such as graphile_worker"
+    if "\x00" in schema:
+        return "the schema name holds a NUL character, which PostgreSQL names cannot; choose another"
+    try:
+        size = len(schema.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the schema name is not valid text (undecodable bytes); choose another"
+    if size > MAX_NAME_BYTES:
+        # Cut, two long names would share one schema and its jobs.
+        shown = repr(schema if len(schema) <= 24 else schema[:24] + "...")
+        return (
+            f"the schema name {shown} is {size} bytes; PostgreSQL keeps only the first {MAX_NAME_BYTES} bytes"
+            f" of a name, so choose one of at most {MAX_NAME_BYTES} bytes (UTF-8)"
+        )
+    return None

