@@ -1,0 +1,1 @@
+kongtask/_schema/migrations
