@@ -487,6 +487,12 @@ def test_a_job_notified_while_every_worker_is_fetching_is_not_left_to_the_next_p
     async def scenario() -> None:
         runner = await kongtask.run(task_list={"job": job}, connection_string=migrated_url, poll_interval=600)
         try:
+            # Only a pool that listens hears the NOTIFY at all: wait for its LISTEN first.
+            await wait_until_async(
+                lambda: query_rows(migrated_url, "select count(*) from pg_stat_activity where datname = "
+                                                 "current_database() and query ilike 'listen %'") != [(0,)],
+                what="the pool to listen",
+            )
             monkeypatch.setattr(jobs, "fetch_job", fetch_job)
             await add_job_to(migrated_url, "other")  # wakes the idle worker into the patched fetch
             await wait_until_async(lambda: added and ran == added, timeout=20, what="the notified job to run")
