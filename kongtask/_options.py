@@ -30,7 +30,7 @@ class WorkerOptions(TypedDict, total=False):
     - ``heartbeat_interval`` (seconds) and ``job_expiry``: running jobs refresh their queue's lock
       every heartbeat; a lock older than ``job_expiry`` belongs to a dead worker and is taken over.
     - ``task_timeout`` (seconds): the default limit for one task; a task may set its own.
-    - ``handle_signals``: SIGINT/SIGTERM stop gracefully; a second signal stops at once.
+    - ``handle_signals``: SIGINT/SIGTERM/SIGHUP stop gracefully; a second signal stops at once.
     - ``log_success``: log a ``Completed task ...`` line per successful job; ``None`` (the default)
       means yes unless the environment variable ``NO_LOG_SUCCESS`` is set, as upstream.
     """

@@ -166,18 +166,9 @@ async def start(options: ResolvedOptions, *, once: bool) -> Runner:
 async def run(**options: Unpack[RunOptions]) -> Runner:
     """Migrates, then runs ``concurrency`` workers until stopped; returns the running :class:`Runner`.
 
-    The options (all keyword) are declared once, in :class:`kongtask._options.RunOptions`:
-
-    - Tasks: ``task_directory`` (a folder of task files) or ``task_list`` (``{name: function}``).
-    - Database: ``pool`` (an open ``AsyncConnectionPool``), ``connection_string``, or ``DATABASE_URL``.
-    - ``poll_interval`` (seconds): how often an idle worker looks for jobs when no NOTIFY arrives.
-    - ``shutdown_timeout`` (seconds): how long running jobs may take to finish after a stop request.
-    - ``heartbeat_interval`` (seconds) and ``job_expiry``: running jobs refresh their queue's lock
-      every heartbeat; a lock older than ``job_expiry`` belongs to a dead worker and is taken over.
-    - ``task_timeout`` (seconds): the default limit for one task; a task may set its own.
-    - ``handle_signals``: SIGINT/SIGTERM stop gracefully; a second signal stops at once.
-    - ``log_success``: log a ``Completed task ...`` line per successful job; ``None`` (the default)
-      means yes unless the environment variable ``NO_LOG_SUCCESS`` is set, as upstream.
+    The options (all keyword) are declared, and documented, once: :class:`kongtask._options.RunOptions`
+    (tasks: ``task_directory`` or ``task_list``; database: ``pool``, ``connection_string`` or
+    ``DATABASE_URL``) and the worker options of :class:`kongtask._options.WorkerOptions`.
     """
     return await start(ResolvedOptions(**options), once=False)
 
