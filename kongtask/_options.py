@@ -30,6 +30,8 @@ class WorkerOptions(TypedDict, total=False):
     - ``heartbeat_interval`` (seconds) and ``job_expiry``: running jobs refresh their queue's lock
       every heartbeat; a lock older than ``job_expiry`` belongs to a dead worker and is taken over.
     - ``task_timeout`` (seconds): the default limit for one task; a task may set its own.
+    - ``batch_size``: the most jobs one fetch checks out (and so the most held in the local
+      buffer); the buffer adapts below it, so the default needs no tuning. 1 fetches one job a time.
     - ``handle_signals``: SIGINT/SIGTERM/SIGHUP stop gracefully; a second signal stops at once.
     - ``log_success``: log a ``Completed task ...`` line per successful job; ``None`` (the default)
       means yes unless the environment variable ``NO_LOG_SUCCESS`` is set, as upstream.
@@ -41,6 +43,7 @@ class WorkerOptions(TypedDict, total=False):
     job_expiry: timedelta
     heartbeat_interval: float
     task_timeout: float | None
+    batch_size: int
     handle_signals: bool
     log_success: bool | None
 
@@ -75,6 +78,7 @@ class ResolvedOptions:
     job_expiry: timedelta = _defaults.JOB_EXPIRY
     heartbeat_interval: float = _defaults.HEARTBEAT_INTERVAL
     task_timeout: float | None = _defaults.TASK_TIMEOUT
+    batch_size: int = _defaults.BATCH_SIZE
     handle_signals: bool = False
     log_success: bool | None = None
 
@@ -90,5 +94,8 @@ class ResolvedOptions:
                 f"job_expiry ({self.job_expiry.total_seconds():g}s) must be longer than the heartbeat interval "
                 f"({self.heartbeat_interval:g}s), or live workers would lose their jobs"
             )
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or not 1 <= self.batch_size <= 10_000:
+            raise ConfigurationError(f"batch_size must be a whole number from 1 to 10000, got {self.batch_size!r}")
         if self.task_timeout is not None and self.task_timeout <= 0:
             raise ConfigurationError(f"task_timeout must be positive, got {self.task_timeout}")

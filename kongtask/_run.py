@@ -146,6 +146,7 @@ async def start(options: ResolvedOptions, *, once: bool) -> Runner:
             job_expiry=options.job_expiry,
             log_success=_log_success(options.log_success),
             task_timeout=options.task_timeout,
+            batch_size=options.batch_size,
         )
         return Runner(
             config,

@@ -1,7 +1,8 @@
-"""One worker: fetch a job, run its task, release the job (complete or fail), go again.
+"""One worker: take a job from the pool's checkouts, run its task, hand back the outcome, go again.
 
-A worker owns nothing but its id and, for plain ``def`` tasks, one daemon thread. The pool it
-belongs to (:mod:`kongtask._worker_pool`) wakes it when jobs arrive and tells it when to stop.
+A worker owns nothing but, for plain ``def`` tasks, one daemon thread. Where jobs come from and
+how they are released is :mod:`kongtask._checkouts`; the pool (:mod:`kongtask._worker_pool`) tells
+the worker when to stop.
 """
 
 from __future__ import annotations
@@ -19,27 +20,17 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any
 
-import psycopg
-from psycopg_pool import PoolTimeout
-
+from ._checkouts import Checkouts
 from ._helpers import Helpers, SyncHelpers
 from ._job import Job
-from ._outages import Backoff, OutageLog
 from ._resources import SharedResources
 from ._schema import DatabaseSchema, jobs
 from .errors import PayloadError
 from .tasks import Task, is_async_task, task_timeout
 
 log = logging.getLogger("kongtask.worker")
-
-#: How long a fetch or release waits for a pool connection before trying again; short, so a
-#: forced stop during an outage is not held up by the pool's own 30 s default.
-CHECKOUT_TIMEOUT_S = 5.0
-
-#: What a lost or unusable connection looks like to the worker: retried, never fatal.
-CONNECTION_ERRORS = (psycopg.OperationalError, PoolTimeout)
 
 #: The longest error message kept in ``last_error`` and in the log (characters). A task may fail
 #: with megabytes of text; storing and logging all of it costs every reader, and says no more.
@@ -71,6 +62,8 @@ class WorkerConfig:
     job_expiry: timedelta
     log_success: bool
     task_timeout: float | None = None
+    #: The most jobs one fetch checks out (the buffer adapts below it).
+    batch_size: int = 1
     #: Set up tolerant payload decoding on each fetch (a caller's pool) rather than per connection.
     decode_per_statement: bool = False
     task_names: list[str] = field(init=False)
@@ -83,25 +76,6 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "task_names", sorted(self.tasks))
         object.__setattr__(self, "async_tasks", frozenset(n for n, t in self.tasks.items() if is_async_task(t)))
-
-
-class Coordinator(Protocol):
-    """What a worker needs from its pool."""
-
-    @property
-    def stopping(self) -> bool: ...
-
-    @property
-    def outage(self) -> OutageLog: ...
-
-    async def idle(self, worker: Worker) -> None:
-        """Waits until a job may be waiting: a NOTIFY, the poll interval, or a stop."""
-
-    def found_job(self) -> None:
-        """A job was fetched: more may be waiting, so wake one more idle worker."""
-
-    def release_abandoned(self) -> bool:
-        """Whether a release that keeps failing should be given up (a forced end)."""
 
 
 class TaskAborted(Exception):
@@ -119,16 +93,6 @@ class _RaisedInTask(Exception):
     def __init__(self, original: BaseException) -> None:
         super().__init__(str(original))
         self.original = original
-
-
-@dataclass(frozen=True)
-class _Release:
-    """How to release one job: alone (safe to repeat), or together with fetching the next."""
-
-    alone: str
-    and_fetch: str
-    params: tuple[Any, ...]
-    alone_params: tuple[Any, ...]
 
 
 Outcome = tuple[Any, BaseException | None]
@@ -282,53 +246,35 @@ class WorkerTask(asyncio.Task):  # type: ignore[type-arg]
 
 
 class Worker:
-    """Runs jobs one after another until its pool stops it (or, ``once``, until none is left).
+    """Runs jobs one after another until the checkouts have none left for it (a stop, or ``once``).
 
     Start it with ``WorkerTask(worker.run(), loop=loop)``: the worker relies on that task type to
     tell its own interruptions from a task's own CancelledError.
     """
 
-    def __init__(self, config: WorkerConfig, resources: SharedResources, coordinator: Coordinator) -> None:
-        self.id = make_worker_id()
+    def __init__(self, config: WorkerConfig, resources: SharedResources, checkouts: Checkouts, number: int) -> None:
         self.current_job: Job | None = None
         self._config = config
         self._resources = resources
-        self._coordinator = coordinator
-        self._queries = config.database
+        self._checkouts = checkouts
+        self._number = number
         self._thread: _TaskThread | None = None
         self._task: WorkerTask | None = None
         self._abort_reason: str | None = None
         self._interruptible = False  # awaiting a task: abort() and the timeout may interrupt it
         self._interruption: BaseException | None = None  # why the worker interrupted the task
         self._cancelled = False  # this worker's own task was cancelled from outside
-        # get_job's arguments never change for a worker: encoded once, sent as text every fetch.
-        self._fetch_params = (
-            self.id, jobs.text_array_literal(config.task_names), f"{config.job_expiry.total_seconds()} seconds"
-        )
 
-    async def run(self, once: bool = False) -> None:
+    async def run(self) -> None:
         task = asyncio.current_task()
         if not isinstance(task, WorkerTask):
             raise TypeError("run a Worker inside a WorkerTask")
         self._task = task
-        job: Job | None = None
         try:
-            while True:
-                if job is None:
-                    if self._coordinator.stopping:
-                        return
-                    job = await self._fetch()
-                    if job is None:
-                        if once or self._coordinator.stopping:
-                            return
-                        await self._coordinator.idle(self)
-                        continue
-                # A job in hand always runs (or, after a forced stop, fails at once): a stop that
-                # lands while the next job is being checked out must not strand it.
-                self._coordinator.found_job()
-                release = await self._perform(job)
-                fetch_next = not (self._coordinator.stopping or self._cancelled)
-                job = await self._release(release, fetch_next=fetch_next)
+            while (job := await self._checkouts.next_job()) is not None:
+                # A job in hand always runs (or, after a forced stop, fails at once) and is always
+                # handed back: a stop that lands meanwhile must not strand it.
+                self._checkouts.release(job, await self._perform(job))
                 if self._cancelled:
                     raise asyncio.CancelledError()
         finally:
@@ -345,55 +291,28 @@ class Worker:
             self._interruption = why
             self._task.interrupt()
 
-    # --- fetch ---------------------------------------------------------------------------------
-
-    async def _fetch(self) -> Job | None:
-        statement = self._queries.get_job, self._fetch_params
-        backoff = Backoff()
-        while True:
-            try:
-                async with self._resources.pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
-                    job = await jobs.fetch_job(conn, statement, tolerant=self._config.decode_per_statement)
-                self._coordinator.outage.recovered()
-                if job is not None:
-                    log.debug("fetched job %s (%s), attempt %d of %d", job.id, job.task_identifier,
-                              job.attempts, job.max_attempts)
-                return job
-            except CONNECTION_ERRORS as exc:
-                self._coordinator.outage.failed(exc)
-                if isinstance(exc, psycopg.OperationalError):
-                    # The checkout may have committed with its reply lost.
-                    await self._return_stray_checkouts()
-                if self._coordinator.stopping:
-                    return None
-                await asyncio.sleep(backoff.next())
-
     # --- run -----------------------------------------------------------------------------------
 
-    async def _perform(self, job: Job) -> _Release:
-        """Runs the job's task; returns the statements that release the job."""
+    async def _perform(self, job: Job) -> str | None:
+        """Runs the job's task and logs how it went; returns None for a success, else the error
+        message its release records."""
         self.current_job = job
         start = time.perf_counter()
         if self._abort_reason is not None:
-            # Checked out while a forced stop was under way: give it back for a retry.
+            # Handed over while a forced stop was under way: give it back for a retry.
             error: BaseException | None = TaskAborted(self._abort_reason)
         else:
             error = await self._run_task(job)
         self.current_job = None
         duration_ms = (time.perf_counter() - start) * 1000
-        queries = self._queries
         if error is None:
             if self._config.log_success:
                 log.info("Completed task %s (%s) with success (%.2fms)", job.id, job.task_identifier, duration_ms,
                          extra=_job_fields(job, duration_ms))
-            params: tuple[Any, ...] = (self.id, job.id)
-            return _Release(queries.complete_job_quietly, queries.complete_job_and_get_job, params, params)
+            return None
         message = error_message(error)
         log.error(_failure_line(job, message, duration_ms, error), extra=_job_fields(job, duration_ms, message))
-        return _Release(
-            queries.fail_job_once, queries.fail_job_and_get_job, (self.id, job.id, message),
-            (self.id, job.id, message, job.id, job.updated_at),
-        )
+        return message
 
     async def _run_task(self, job: Job) -> BaseException | None:
         """Runs the job's task in this worker's asyncio task; returns what failed it, if anything.
@@ -446,7 +365,7 @@ class Worker:
                 raise _RaisedInTask(exc) from exc
         assert self._task is not None
         if self._thread is None:
-            self._thread = _TaskThread(f"kongtask-{self.id}", self._task.get_loop())
+            self._thread = _TaskThread(f"kongtask-worker-{self._number}", self._task.get_loop())
         outcome: asyncio.Future[Outcome] = self._task.get_loop().create_future()
         self._thread.submit(outcome, task, job.payload, SyncHelpers(job, self._resources))
         result, error = await outcome
@@ -462,63 +381,6 @@ class Worker:
         if job.task_identifier not in self._config.async_tasks and self._thread is not None:
             self._thread.retire()
             self._thread = None
-
-    # --- release -------------------------------------------------------------------------------
-
-    async def _release(self, release: _Release, *, fetch_next: bool) -> Job | None:
-        """Completes or fails a job, and with ``fetch_next`` checks out the next one in the same
-        statement. Should that fail, the release is retried on its own."""
-        if fetch_next:
-            try:
-                async with self._resources.pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
-                    statement = release.and_fetch, release.params + self._fetch_params
-                    job = await jobs.fetch_job(conn, statement, tolerant=self._config.decode_per_statement)
-                self._coordinator.outage.recovered()
-                log.debug("released job %s%s", release.params[1],
-                          f"; fetched job {job.id} ({job.task_identifier})" if job is not None else "; no job due")
-                return job
-            except CONNECTION_ERRORS as exc:
-                self._coordinator.outage.failed(exc)
-                if isinstance(exc, psycopg.OperationalError):
-                    # It may have committed with its reply lost: the release below lands only if
-                    # this one did not, and a job it checked out unseen is given back.
-                    await self._execute_until_done(release.alone, release.alone_params, release.params[1])
-                    await self._return_stray_checkouts()
-                    return None
-        await self._execute_until_done(release.alone, release.alone_params, release.params[1])
-        log.debug("released job %s", release.params[1])
-        return None
-
-    async def _return_stray_checkouts(self) -> None:
-        # Worth a wait, not a stop: a stray checkout left behind expires like a dead worker's.
-        await self._execute_until_done(
-            self._queries.return_stray_checkouts, {"worker_id": self.id}, None, until_stopping=True
-        )
-
-    async def _execute_until_done(
-        self, query: str, params: Any, job_id: int | None, until_stopping: bool = False
-    ) -> None:
-        """Runs a statement that is safe to repeat, retrying through outages until it lands or the
-        stop is forced (or, ``until_stopping``, until any stop)."""
-        backoff = Backoff(ceiling=2.0)
-        while True:
-            try:
-                async with self._resources.pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
-                    await conn.execute(query, params)
-                self._coordinator.outage.recovered()
-                return
-            except CONNECTION_ERRORS as exc:
-                self._coordinator.outage.failed(exc)
-                if until_stopping and self._coordinator.stopping:
-                    return
-                if self._coordinator.release_abandoned():
-                    what = f"release job {job_id}" if job_id is not None else "return a job checked out unseen"
-                    log.error(
-                        "could not %s before shutdown; its queue stays locked by %s until the job expiry passes",
-                        what, self.id,
-                    )
-                    return
-                await asyncio.sleep(backoff.next())
 
 
 def _job_fields(job: Job, duration_ms: float, error: str | None = None) -> dict[str, Any]:

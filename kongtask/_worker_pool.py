@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import signal
@@ -16,15 +15,10 @@ from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from . import _connections
+from ._checkouts import CHECKOUT_TIMEOUT_S, CONNECTION_ERRORS, Checkouts
 from ._outages import Backoff, OutageLog
 from ._resources import SharedResources
-from ._worker import (
-    CHECKOUT_TIMEOUT_S,
-    CONNECTION_ERRORS,
-    Worker,
-    WorkerConfig,
-    WorkerTask,
-)
+from ._worker import Worker, WorkerConfig, WorkerTask, make_worker_id
 from .errors import ConnectionFailed
 
 log = logging.getLogger("kongtask.pool")
@@ -73,17 +67,13 @@ def _release_signals() -> None:
     _signal_holders = max(0, _signal_holders - 1)
 
 
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 class Runner:
     """A running pool of workers.
 
     ``await runner.stop()`` stops it gracefully (running jobs finish within ``shutdown_timeout``,
     then are failed so they are retried); ``await runner`` (or ``await runner.wait()``) waits until
-    it has stopped. ``runner.worker_ids`` lists its workers.
+    it has stopped. ``runner.worker_ids`` lists the ids its jobs are locked under (``locked_by``):
+    one per runner, shared by its workers.
     """
 
     def __init__(
@@ -108,11 +98,12 @@ class Runner:
         self._loop = asyncio.get_running_loop()
         self._resources = SharedResources(pool, config.schema, self._loop, concurrency)
         self._outage = OutageLog(log, pool_size=pool.max_size)
-        self._workers = [Worker(config, self._resources, self) for _ in range(concurrency)]
-        self._idle: collections.OrderedDict[Worker, asyncio.Future[None]] = collections.OrderedDict()
-        # A wake-up that found no idle worker: the job it announces may have been added after a busy
-        # worker's fetch took its snapshot, so the next worker to go idle looks once more first.
-        self._missed_wake = False
+        self._checkouts = Checkouts(
+            self, self._resources, config.database, lock_id=make_worker_id(), task_names=config.task_names,
+            job_expiry_s=config.job_expiry.total_seconds(), batch_size=config.batch_size, once=once,
+            tolerant=config.decode_per_statement,
+        )
+        self._workers = [Worker(config, self._resources, self._checkouts, n) for n in range(1, concurrency + 1)]
         self._stopping = False
         self._forced_at: float | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -123,15 +114,17 @@ class Runner:
             for sig in _HANDLED_SIGNALS:
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
             _hold_signals()
-        self._worker_tasks = [WorkerTask(w.run(once=once), loop=self._loop) for w in self._workers]
+        self._worker_tasks = [WorkerTask(w.run(), loop=self._loop) for w in self._workers]
         for task in self._worker_tasks:
             task.add_done_callback(self._on_worker_done)
+        self._fetcher = asyncio.ensure_future(self._checkouts.run_fetcher(config.poll_interval))
+        self._flusher = asyncio.ensure_future(self._checkouts.run_flusher())
         self._listener = None if once else asyncio.ensure_future(self._listen())
         self._heartbeat = asyncio.ensure_future(self._beat())
         self._reporter = None if once else asyncio.ensure_future(self._report_jobs_without_task())
         self._done = asyncio.ensure_future(self._supervise())
 
-    # --- what workers ask of the pool (worker.Coordinator) ----------------------------------------
+    # --- what the checkouts and workers ask of the pool -----------------------------------------------
 
     @property
     def stopping(self) -> bool:
@@ -141,23 +134,6 @@ class Runner:
     def outage(self) -> OutageLog:
         return self._outage
 
-    async def idle(self, worker: Worker) -> None:
-        if self._missed_wake:
-            self._missed_wake = False
-            return
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        self._idle[worker] = waiter
-        # A timer rather than wait_for: a NOTIFY then wakes the worker in one hop of the loop.
-        poll = self._loop.call_later(self._config.poll_interval, _settle, waiter)
-        try:
-            await waiter
-        finally:
-            poll.cancel()
-            self._idle.pop(worker, None)
-
-    def found_job(self) -> None:
-        self._wake(1)
-
     def release_abandoned(self) -> bool:
         return self._forced_at is not None and time.monotonic() - self._forced_at > _FORCED_RELEASE_GRACE_S
 
@@ -165,7 +141,7 @@ class Runner:
 
     @property
     def worker_ids(self) -> list[str]:
-        return [w.id for w in self._workers]
+        return [self._checkouts.lock_id]
 
     async def stop(self) -> None:
         """Stops fetching, lets running jobs finish within the shutdown timeout, and waits."""
@@ -183,13 +159,6 @@ class Runner:
         return self.wait().__await__()
 
     # --- internals ----------------------------------------------------------------------------------
-
-    def _wake(self, count: int | None = None) -> None:
-        woken = list(self._idle)[:count]
-        for worker in woken:
-            _settle(self._idle.pop(worker))
-        if count is not None and len(woken) < count:
-            self._missed_wake = True
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals_seen += 1
@@ -210,18 +179,20 @@ class Runner:
     def _begin_stop(self, reason: str) -> None:
         if self._stop_task is None:
             self._stopping = True
-            self._wake()
+            self._checkouts.stop()
             self._stop_task = asyncio.ensure_future(self._graceful_stop(reason))
 
     async def _graceful_stop(self, reason: str) -> None:
-        _, pending = await asyncio.wait(self._worker_tasks, timeout=self._shutdown_timeout)
+        # Running jobs finish and every release lands within the timeout, or the stop is forced.
+        _, pending = await asyncio.wait([*self._worker_tasks, self._flusher], timeout=self._shutdown_timeout)
         if pending:
-            log.warning("shutdown timeout (%gs) passed with %d job(s) running", self._shutdown_timeout, len(pending))
+            running = sum(w.current_job is not None for w in self._workers)
+            log.warning("shutdown timeout (%gs) passed with %d job(s) running", self._shutdown_timeout, running)
             self._force(reason)
 
     def _force(self, reason: str) -> None:
         self._stopping = True
-        self._wake()
+        self._checkouts.stop()
         if self._forced_at is None:
             self._forced_at = time.monotonic()
         for worker in self._workers:
@@ -247,13 +218,21 @@ class Runner:
     async def _supervise(self) -> None:
         try:
             await asyncio.gather(*self._worker_tasks, return_exceptions=True)
+            # Every worker is done (a stop, or once with nothing left): give back what was fetched
+            # but not started, and release everything the workers handed back.
+            self._stopping = True
+            self._checkouts.stop()
+            await asyncio.gather(self._fetcher, return_exceptions=True)
+            await self._checkouts.close()
+            await asyncio.gather(self._flusher, return_exceptions=True)
             if self._crash is not None:
                 raise self._crash
         finally:
             self._stopping = True
             if self._stop_task is not None and not self._stop_task.done():
                 self._stop_task.cancel()
-            background = [t for t in (self._listener, self._heartbeat, self._reporter) if t is not None]
+            tasks = (self._fetcher, self._flusher, self._listener, self._heartbeat, self._reporter)
+            background = [t for t in tasks if t is not None]
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -278,11 +257,10 @@ class Runner:
                     self._outage.recovered()
                     backoff.reset()
                     # Anything added while we were not listening is waiting now.
-                    self._wake()
+                    self._checkouts.wake()
                     async for _ in conn.notifies():
-                        woken = "an idle worker" if self._idle else "no one (all busy)"
-                        log.debug("new job notified: waking %s", woken)
-                        self._wake(1)
+                        log.debug("new job notified")
+                        self._checkouts.wake()
             except (*CONNECTION_ERRORS, ConnectionFailed) as exc:
                 self._outage.failed(exc)
             if not self._stopping:
@@ -315,7 +293,8 @@ class Runner:
             await asyncio.sleep(UNKNOWN_TASKS_REPORT_INTERVAL_S)
 
     async def _beat(self) -> None:
-        """Refreshes ``locked_at`` of the queue of every running job, one statement per beat.
+        """Refreshes ``locked_at`` of the queue of every job held (running, buffered, being released),
+        one statement per beat.
 
         On a connection of its own: tasks may hold every pooled connection, and a heartbeat that
         waits for one lets a live job's lock expire.
@@ -326,7 +305,7 @@ class Runner:
         try:
             while True:
                 await asyncio.sleep(self._heartbeat_interval)
-                held = [(w.id, w.current_job.queue_name) for w in self._workers if w.current_job is not None]
+                held = [(self._checkouts.lock_id, job.queue_name) for job in self._checkouts.held]
                 if not held:
                     continue
                 try:

@@ -87,7 +87,7 @@ def test_listener_connection_terminated_wake_ups_resume(private_server: Embedded
                 lambda: _count(url, "select count(*) from pg_stat_activity where query ilike 'listen%'") == 1,
                 timeout=10, what="listener to reconnect",
             )
-            await wait_until_async(lambda: len(runner._idle) == 1, what="worker idle on its 60 s poll")
+            await wait_until_async(lambda: runner._checkouts.idle_workers == 1, what="worker idle on its 60 s poll")
             await kongtask.add_job("job", {"i": 1}, connection_string=url)
             # Polling is 60 s away: only a NOTIFY on the new listener can start it this soon.
             await wait_until_async(lambda: seen == [1], timeout=5, what="NOTIFY wake-up after reconnect")

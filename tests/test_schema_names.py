@@ -232,7 +232,7 @@ def test_notify_listen_and_heartbeat_work_in_the_schema(db_url: str, schema: str
         try:
             await wait_until_async(heartbeats_seen.is_set, timeout=60, what="the slow task to see a heartbeat")
             # With an hour between polls, only the NOTIFY can wake the idle worker for this job.
-            await wait_until_async(lambda: len(runner._idle) == 1, what="the worker to go idle")
+            await wait_until_async(lambda: runner._checkouts.idle_workers == 1, what="the worker to go idle")
             await kongtask.add_job("quick", connection_string=db_url, schema=schema)
             await wait_until_async(quick_ran.is_set, timeout=30, what="the NOTIFY to wake the worker")
         finally:

@@ -19,7 +19,7 @@ import pytest
 import kongtask
 from kongtask import _connections, _outages
 from kongtask._schema import jobs
-from kongtask import _worker
+from kongtask import _checkouts, _worker
 from kongtask._embedded.server import EmbeddedServer
 from kongtask._schema.jobs import DISTANT_PAST
 from tests.support import add_job_to, query_rows, wait_until_async
@@ -200,23 +200,23 @@ def test_a_worker_cancelled_from_outside_fails_its_job_and_the_pool_reports_it(m
 def _lose_reply_once(monkeypatch: pytest.MonkeyPatch, marker: str) -> list[str]:
     """Makes the first statement containing ``marker`` commit, then kills its connection before the
     worker reads the reply: the worker cannot know whether it landed."""
-    real = jobs.fetch_job
+    real = jobs.fetch_rows
     lost: list[str] = []
 
-    async def fetch_job(conn: psycopg.AsyncConnection[Any], statement: Any, **kwargs: Any) -> Any:
-        result = await real(conn, statement, **kwargs)
-        if marker in statement[0] and not lost:
-            lost.append(statement[0])
+    async def fetch_rows(conn: psycopg.AsyncConnection[Any], query: str, params: Any, **kwargs: Any) -> Any:
+        result = await real(conn, query, params, **kwargs)
+        if marker in query and not lost:
+            lost.append(query)
             await conn.close()
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return result
 
-    monkeypatch.setattr(jobs, "fetch_job", fetch_job)
+    monkeypatch.setattr(jobs, "fetch_rows", fetch_rows)
     return lost
 
 
 @pytest.mark.parametrize("first_outcome", ["fails", "succeeds"])
-def test_a_release_whose_reply_is_lost_lands_once_and_gives_back_the_job_it_fetched(
+def test_a_release_whose_reply_is_lost_lands_once(
     migrated_url: str, monkeypatch: pytest.MonkeyPatch, first_outcome: str
 ) -> None:
     attempts_seen: list[int] = []
@@ -231,13 +231,13 @@ def test_a_release_whose_reply_is_lost_lands_once_and_gives_back_the_job_it_fetc
     async def scenario() -> None:
         await add_job_to(migrated_url, "first", queue_name="qa")
         await add_job_to(migrated_url, "second", queue_name="qb")
-        lost = _lose_reply_once(monkeypatch, "with released as materialized")
-        await kongtask.run_once(task_list={"first": first, "second": second}, connection_string=migrated_url)
-        assert lost, "the release and fetch statement never ran"
+        # batch_size 1: the first job is released alone, before the second is fetched.
+        lost = _lose_reply_once(monkeypatch, "still_unreleased")
+        await kongtask.run_once(task_list={"first": first, "second": second}, connection_string=migrated_url,
+                                batch_size=1)
+        assert lost, "the release statement never ran"
 
     asyncio.run(scenario())
-    # The second job was checked out by the statement whose reply was lost, given back with its
-    # attempt, and run once, as its first attempt.
     assert attempts_seen == [1]
     if first_outcome == "fails":
         [(attempts, last_error, due_in)] = query_rows(
@@ -260,7 +260,7 @@ def test_a_checkout_whose_reply_is_lost_is_given_back_not_left_locked(
 
     async def scenario() -> None:
         await add_job_to(migrated_url, "only", queue_name="q")
-        lost = _lose_reply_once(monkeypatch, "get_job")
+        lost = _lose_reply_once(monkeypatch, "with scanned as materialized")
         await kongtask.run_once(task_list={"only": only}, connection_string=migrated_url)
         assert lost
 
@@ -351,7 +351,7 @@ def test_a_busy_pool_deadlocks_and_timeouts_are_not_called_outages(migrated_url:
 def test_tasks_holding_every_pooled_connection_are_named_in_the_log(
     migrated_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_worker, "CHECKOUT_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(_checkouts, "CHECKOUT_TIMEOUT_S", 0.2)
     release = asyncio.Event()
     held: list[int] = []
 
@@ -456,7 +456,7 @@ def test_debug_logs_show_each_fetch_and_release(migrated_url: str, caplog: pytes
     asyncio.run(kongtask.run_once(task_list={"job": job}, connection_string=migrated_url))
     messages = [r.getMessage() for r in caplog.records]
     assert f"fetched job {added.id} (job), attempt 1 of 25" in messages
-    assert any(m.startswith(f"released job {added.id}") for m in messages)
+    assert f"released job {added.id} (completed)" in messages
 
 
 def test_a_job_notified_while_every_worker_is_fetching_is_not_left_to_the_next_poll(
@@ -464,19 +464,19 @@ def test_a_job_notified_while_every_worker_is_fetching_is_not_left_to_the_next_p
 ) -> None:
     """The NOTIFY of a job added just after a worker's fetch took its snapshot arrives while that
     worker is busy: it must not be dropped, or the job waits a whole poll interval."""
-    real = jobs.fetch_job
+    real = jobs.fetch_rows
     added: list[int] = []
     ran: list[int] = []
 
-    def notified_while_busy() -> int:
-        return sum("waking no one" in r.getMessage() for r in caplog.records)
+    def notifications() -> int:
+        return sum(r.getMessage() == "new job notified" for r in caplog.records)
 
-    async def fetch_job(conn: psycopg.AsyncConnection[Any], statement: Any, **kwargs: Any) -> Any:
-        found = await real(conn, statement, **kwargs)
-        if found is None and not added and "get_job" in statement[0]:
-            before = notified_while_busy()
+    async def fetch_rows(conn: psycopg.AsyncConnection[Any], query: str, params: Any, **kwargs: Any) -> Any:
+        found = await real(conn, query, params, **kwargs)
+        if not found and not added and "with scanned as materialized" in query:
+            before = notifications()
             added.append((await add_job_to(migrated_url, "job")).id)
-            await wait_until_async(lambda: notified_while_busy() > before, what="the NOTIFY to reach the busy pool")
+            await wait_until_async(lambda: notifications() > before, what="the NOTIFY to reach the fetching pool")
         return found
 
     async def job(payload: Any, helpers: kongtask.Helpers) -> None:
@@ -493,7 +493,7 @@ def test_a_job_notified_while_every_worker_is_fetching_is_not_left_to_the_next_p
                                                  "current_database() and query ilike 'listen %'") != [(0,)],
                 what="the pool to listen",
             )
-            monkeypatch.setattr(jobs, "fetch_job", fetch_job)
+            monkeypatch.setattr(jobs, "fetch_rows", fetch_rows)
             await add_job_to(migrated_url, "other")  # wakes the idle worker into the patched fetch
             await wait_until_async(lambda: added and ran == added, timeout=20, what="the notified job to run")
         finally:

@@ -28,10 +28,6 @@ MAX_NAME_BYTES = 63
 class Capabilities:
     """What a generation's schema can do beyond the v0.1.0 contract (all False there)."""
 
-    #: Fetch many jobs in one statement (0.18: ``limit N for update skip locked``).
-    batched_fetch: bool = False
-    #: Complete or fail many jobs in one statement (0.18: by id arrays).
-    batched_release: bool = False
     #: ``add_job(job_key=..., job_key_mode=...)`` and ``remove_job(job_key)``.
     job_keys: bool = False
     #: Jobs carry ``flags``; a worker may forbid some at fetch.
@@ -59,11 +55,9 @@ class DatabaseSchema(Protocol):
     get_job: str
     complete_job: str
     fail_job: str
-    complete_job_quietly: str
-    fail_job_quietly: str
-    complete_job_and_get_job: str
-    fail_job_and_get_job: str
-    fail_job_once: str
+    get_jobs: str
+    release_jobs: str
+    return_jobs: str
     return_stray_checkouts: str
     due_jobs_without_task: str
     heartbeat: str

@@ -228,6 +228,17 @@ async def fetch_job(
     return job_or_none(await cursor.fetchone())
 
 
+async def fetch_rows(
+    conn: psycopg.AsyncConnection[Any], query: str, params: Any, *, tolerant: bool = False
+) -> list[tuple[Any, ...]]:
+    """Runs one of the worker's statements and returns its rows as tuples (see :func:`fetch_job`)."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    if tolerant:
+        register_tolerant_loaders(cursor.adapters)
+    await cursor.execute(query, params)
+    return await cursor.fetchall()
+
+
 def fetch_job_sync(conn: psycopg.Connection[Any], statement: _Statement) -> Job | None:
     cursor = conn.cursor(row_factory=tuple_row)
     cursor.execute(*statement)

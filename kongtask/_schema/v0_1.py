@@ -74,11 +74,9 @@ class SchemaV0_1:
     get_job: str
     complete_job: str
     fail_job: str
-    complete_job_quietly: str
-    fail_job_quietly: str
-    complete_job_and_get_job: str
-    fail_job_and_get_job: str
-    fail_job_once: str
+    get_jobs: str
+    release_jobs: str
+    return_jobs: str
     return_stray_checkouts: str
     due_jobs_without_task: str
     heartbeat: str

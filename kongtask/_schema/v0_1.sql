@@ -6,6 +6,7 @@
 -- ===== the job lifecycle: fetch, release (complete or fail) =====
 
 -- name: get_job
+-- The SQL API's one-job forms (kongtask._schema.jobs); the worker uses the batched ones below.
 select * from {schema}.get_job(%s, %s::text[], %s::interval)
 
 -- name: complete_job
@@ -14,40 +15,99 @@ select * from {schema}.complete_job(%s, %s)
 -- name: fail_job
 select * from {schema}.fail_job(%s, %s, %s)
 
--- name: complete_job_quietly
--- The worker's releases: the same functions, without sending the payload back.
-select id from {schema}.complete_job(%s, %s)
+-- name: get_jobs
+-- The worker's fetch: check out up to %(limit)s due jobs, each from a different queue, under one
+-- lock id. For each, exactly what get_job does for one: the queue row is the lock, attempts + 1,
+-- the order priority, run_at, id, and a queue locked before now() - job_expiry is taken over.
+-- The scan is get_job's own (the priority, run_at, id index, locking queue rows and skipping those
+-- another worker is locking), and keeps the first due job of each queue. Its jobs' rows are then
+-- locked too, so PostgreSQL rechecks them: a job completed or retried by another worker since this
+-- statement's snapshot drops out, and its queue is not locked for nothing. The last column says
+-- how many rows the scan found: fewer than %(scan_limit)s means nothing else is due now.
+with scanned as materialized (
+  select j.id, j.queue_name, j.priority, j.run_at
+  from {schema}.jobs as j
+  inner join {schema}.job_queues as q on q.queue_name = j.queue_name
+  where (q.locked_at is null or q.locked_at < now() - %(job_expiry)s::interval)
+    and j.run_at <= now()
+    and j.attempts < j.max_attempts
+    and j.task_identifier = any(%(task_names)s::text[])
+  order by j.priority, j.run_at, j.id
+  limit %(scan_limit)s
+  for update of q skip locked
+),
+chosen as materialized (
+  select id, queue_name from (
+    select distinct on (queue_name) id, queue_name, priority, run_at from scanned
+    order by queue_name, priority, run_at, id
+  ) as first_of_each_queue
+  order by priority, run_at, id
+  limit %(limit)s
+),
+jobs_locked as materialized (
+  select j.id, j.queue_name from {schema}.jobs as j
+  where j.id in (select id from chosen)
+    and j.run_at <= now()
+    and j.attempts < j.max_attempts
+  for update skip locked
+),
+queues_taken as (
+  update {schema}.job_queues as q set locked_by = %(worker_id)s, locked_at = now()
+  where q.queue_name in (select queue_name from jobs_locked)
+)
+update {schema}.jobs as j set attempts = j.attempts + 1
+where j.id in (select id from jobs_locked)
+returning j.*, (select count(*) from scanned) as scanned
 
--- name: fail_job_quietly
-select id from {schema}.fail_job(%s, %s, %s)
+-- name: release_jobs
+-- The worker's release: many jobs in one statement, each through complete_job or fail_job
+-- exactly as one by one (the queue unlocked where this worker holds it, the retry backoff).
+-- Safe to repeat after a lost reply: a completed job is gone, and a failure lands only on a job
+-- still carrying the updated_at it was checked out with (fail_job bumps it; failing twice would
+-- double the retry delay).
+with completed as (
+  select c.id
+  from unnest(%(completed_lock_ids)s::text[], %(completed_ids)s::bigint[]) as r(lock_id, job_id),
+  lateral {schema}.complete_job(r.lock_id, r.job_id) as c
+),
+still_unreleased as materialized (
+  select r.lock_id, r.job_id, r.message
+  from unnest(%(failed_lock_ids)s::text[], %(failed_ids)s::bigint[], %(failed_updated_at)s::timestamptz[],
+    %(failed_messages)s::text[]) as r(lock_id, job_id, updated_at, message)
+  inner join {schema}.jobs as j on j.id = r.job_id and j.updated_at = r.updated_at
+),
+failed as (
+  select f.id from still_unreleased as r, lateral {schema}.fail_job(r.lock_id, r.job_id, r.message) as f
+)
+select (select count(*) from completed where id is not null), (select count(*) from failed)
 
--- name: complete_job_and_get_job
--- Release one job and check out the next in one statement: one round trip and one commit per job.
--- The release runs first: the one-time filter evaluates its CTE before get_job is scanned, so a
--- queue the release unlocks can hand over its next job at once.
-with released as materialized (select id from {schema}.complete_job(%s, %s))
-select * from {schema}.get_job(%s, %s::text[], %s::interval)
-where (select count(*) from released) >= 0
-
--- name: fail_job_and_get_job
-with released as materialized (select id from {schema}.fail_job(%s, %s, %s))
-select * from {schema}.get_job(%s, %s::text[], %s::interval)
-where (select count(*) from released) >= 0
-
--- name: fail_job_once
--- A release retried after its first try's outcome was lost must not land twice: failing a job twice
--- would double its retry delay. fail_job bumps updated_at, so the job still carrying the updated_at
--- it was checked out with has not been released yet. (complete_job is idempotent as it is: a
--- second call finds no row and unlocks nothing.)
-select ({schema}.fail_job(%s, %s, %s)).id from {schema}.jobs where id = %s and updated_at = %s
+-- name: return_jobs
+-- Jobs checked out but never started (a stop, or a worker that has no use for them): their
+-- attempt back and their queue unlocked, so any worker can take them at once. Safe to repeat:
+-- a job is given back only while it carries the updated_at of its checkout.
+with given_back as (
+  update {schema}.jobs as j set attempts = j.attempts - 1
+  from unnest(%(job_ids)s::bigint[], %(updated_at)s::timestamptz[]) as r(job_id, updated_at)
+  where j.id = r.job_id and j.updated_at = r.updated_at and j.attempts > 0
+  returning j.queue_name
+),
+unlocked as (
+  update {schema}.job_queues as q set locked_by = null, locked_at = null
+  where q.queue_name in (select queue_name from given_back) and q.locked_by = %(worker_id)s
+  returning q.queue_name
+)
+select count(*) from given_back
 
 -- name: return_stray_checkouts
--- After a checkout whose reply was lost, the worker holds a queue it does not know about. It holds
--- no job at that moment, so every queue locked under its id is such a stray: give the job checked
--- out there its attempt back (it is the one updated at or after the lock was taken, and due then)
--- and unlock the queue, rather than wait for the expiry.
+-- After a checkout whose reply was lost, the worker holds queues it does not know about: every
+-- queue locked under its id but the queues of the jobs it knows it holds (%(held_queues)s) is
+-- such a stray. Give the job checked out there its attempt back (it is the one updated at or
+-- after the lock was taken, and due then) and unlock the queue, rather than wait for the expiry.
+-- The worker runs this only while no other checkout of its id is under way.
 with stray as materialized (
-  select queue_name, locked_at from {schema}.job_queues where locked_by = %(worker_id)s for update),
+  select queue_name, locked_at from {schema}.job_queues
+  where locked_by = %(worker_id)s and queue_name <> all(%(held_queues)s::text[])
+  for update),
 given_back as (
   update {schema}.jobs as j set attempts = j.attempts - 1 from stray
   where j.queue_name = stray.queue_name and j.updated_at >= stray.locked_at

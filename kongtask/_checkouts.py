@@ -1,0 +1,350 @@
+"""Jobs between the database and the workers: batched fetch, the local buffer, batched release.
+
+One :class:`Checkouts` per running pool. Its *fetcher* checks out due jobs in batches (``get_jobs``)
+under the pool's one lock id and hands them to waiting workers; what no worker waits for yet stays
+in a small local buffer. Workers hand back each job's outcome; the *flusher* releases every
+outcome gathered so far in one statement (``release_jobs``), so releases batch themselves under load
+and go alone, at once, when the queue is quiet.
+
+Every job checked out is *held* until its release lands: the heartbeat keeps held jobs' queues
+locked, a stop gives buffered jobs back at once (``return_jobs``), and after a SIGKILL their locks
+expire like any dead worker's. A named queue stays strictly serial: its row stays locked from the
+checkout of one of its jobs until that job's release, wherever the job waits in between.
+
+The buffer adapts to the work: it aims to hold what the workers take in about two fetch round
+trips (measured), so a backlog of quick jobs goes in batches of up to ``batch_size``, while slow
+jobs, or a quiet queue, are fetched one wake-up at a time and wait for no one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from ._job import Job
+from ._outages import Backoff, OutageLog
+from ._resources import SharedResources
+from ._schema import jobs
+
+log = logging.getLogger("kongtask.worker")
+
+#: How long a statement waits for a pool connection before trying again; short, so a forced stop
+#: during an outage is not held up by the pool's own 30 s default.
+CHECKOUT_TIMEOUT_S = 5.0
+
+#: What a lost or unusable connection looks like: retried, never fatal.
+CONNECTION_ERRORS = (psycopg.OperationalError, PoolTimeout)
+
+#: The most outcomes one release statement carries.
+_RELEASE_BATCH_MAX = 1000
+
+
+class Stopping(Protocol):
+    """What the checkouts ask of the pool."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def outage(self) -> OutageLog: ...
+
+    def release_abandoned(self) -> bool:
+        """Whether a release that keeps failing should be given up (a forced end)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    job: Job
+    #: None for a success, else what ``last_error`` records.
+    error: str | None
+
+
+class Checkouts:
+    """The pool's jobs in hand: fetched in batches, buffered, handed to workers, released in batches."""
+
+    def __init__(
+        self,
+        pool: Stopping,
+        resources: SharedResources,
+        queries: Any,
+        *,
+        lock_id: str,
+        task_names: list[str],
+        job_expiry_s: float,
+        batch_size: int,
+        once: bool,
+        tolerant: bool,
+    ) -> None:
+        self.lock_id = lock_id
+        self._pool = pool
+        self._resources = resources
+        self._queries = queries
+        self._batch_size = batch_size
+        self._once = once
+        self._tolerant = tolerant
+        self._fetch_params: dict[str, Any] = {
+            "worker_id": lock_id,
+            "task_names": jobs.text_array_literal(task_names),
+            "job_expiry": f"{job_expiry_s} seconds",
+        }
+        self._buffer: collections.deque[Job] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[Job | None]] = collections.deque()
+        #: Every job checked out and not yet released or given back, by id.
+        self._held: dict[int, Job] = {}
+        self._outcomes: list[_Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        self._fetch_wanted = asyncio.Event()
+        # Wake-ups (NOTIFY, poll, a release) since the last fetch began: a fetch that found less
+        # than it asked for says "nothing more is due" only if none came while it ran.
+        self._wakes = 0
+        self._maybe_due = True
+        self._exhausted = False  # once: a fetch found nothing while nothing was held
+        self._closing = False
+        self._parked = False  # the fetcher waits for a wake-up: nothing was due at its last look
+        # The adaptive buffer: jobs handed out, the rate they go at, and the fetch round trip.
+        self._handed_out = 0
+        self._sample_count = 0
+        self._sample_at = time.monotonic()
+        self._rate = 0.0
+        self._fetch_s = 0.0
+        self._target = 0
+
+    # --- what workers call ---------------------------------------------------------------------
+
+    async def next_job(self) -> Job | None:
+        """The next job to run, waiting for one; None when the worker should stop."""
+        if self._buffer and not self._pool.stopping:
+            job = self._buffer.popleft()
+            self._handed_out += 1
+            if len(self._buffer) <= self._target // 2 and self._maybe_due:
+                self._fetch_wanted.set()
+            return job
+        if self._pool.stopping or self._exhausted:
+            return None
+        waiter: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._fetch_wanted.set()
+        return await waiter
+
+    def release(self, job: Job, error: str | None) -> None:
+        """Queues the job's release (complete, or fail with ``error``); the flusher sends it."""
+        self._outcomes.append(_Outcome(job, error))
+        self._outcome_ready.set()
+
+    # --- what the pool calls -------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Jobs may be due (a NOTIFY, the poll interval, a reconnect): fetch if anyone waits."""
+        self._wakes += 1
+        self._maybe_due = True
+        self._fetch_wanted.set()
+
+    def stop(self) -> None:
+        """No more jobs are handed out: waiting workers get None, and the fetcher winds down."""
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+        self._fetch_wanted.set()
+
+    @property
+    def idle_workers(self) -> int:
+        """How many workers wait for a job while the fetcher waits for a wake-up (for tests and logs)."""
+        return sum(not w.done() for w in self._waiters) if self._parked else 0
+
+    @property
+    def held(self) -> list[Job]:
+        """Every job checked out and not yet released: running, buffered or being released."""
+        return list(self._held.values())
+
+    async def close(self) -> None:
+        """After the workers: releases what they handed back, until it lands or the stop is forced."""
+        self._closing = True
+        self._outcome_ready.set()
+
+    # --- the fetcher -----------------------------------------------------------------------------
+
+    def _wanted(self) -> int:
+        waiting = sum(not w.done() for w in self._waiters)
+        if waiting:
+            want = waiting + self._target
+        elif self._target and len(self._buffer) <= self._target // 2:
+            want = self._target - len(self._buffer)
+        else:
+            return 0
+        return min(want, self._batch_size)
+
+    async def run_fetcher(self, poll_interval: float) -> None:
+        """Checks out jobs while workers want them; gives back the buffer when the pool stops."""
+        try:
+            while not self._pool.stopping:
+                want = self._wanted() if self._maybe_due else 0
+                if want == 0:
+                    self._fetch_wanted.clear()
+                    self._parked = True
+                    try:
+                        await asyncio.wait_for(self._fetch_wanted.wait(), poll_interval)
+                    except asyncio.TimeoutError:
+                        self._maybe_due = True  # the poll: jobs may have come due without a NOTIFY
+                    finally:
+                        self._parked = False
+                    continue
+                await self._fetch(want)
+        finally:
+            await self._give_back_buffer()
+
+    async def _fetch(self, want: int) -> None:
+        wakes_before = self._wakes
+        held_before = len(self._held)
+        # The scan locks what it finds, as get_job does: no more rows than the batch needs, so
+        # concurrent fetchers (this pool's or other workers') skip as little as possible.
+        scan_limit = want
+        params = dict(self._fetch_params, limit=want, scan_limit=scan_limit)
+        started = time.monotonic()
+        backoff = Backoff()
+        while True:
+            try:
+                async with self._resources.pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
+                    rows = await jobs.fetch_rows(conn, self._queries.get_jobs, params, tolerant=self._tolerant)
+                self._pool.outage.recovered()
+                break
+            except CONNECTION_ERRORS as exc:
+                self._pool.outage.failed(exc)
+                if isinstance(exc, psycopg.OperationalError):
+                    # The checkout may have committed with its reply lost.
+                    await self._return_strays()
+                if self._pool.stopping:
+                    return
+                await asyncio.sleep(backoff.next())
+        fetched = sorted((Job(*row[:-1]) for row in rows), key=_fetch_order)
+        scanned = rows[0][-1] if rows else 0
+        self._learn(time.monotonic() - started)
+        for job in fetched:
+            self._held[job.id] = job
+        if fetched and log.isEnabledFor(logging.DEBUG):
+            for job in fetched:
+                log.debug("fetched job %s (%s), attempt %d of %d", job.id, job.task_identifier, job.attempts,
+                          job.max_attempts)
+        # A scan that found fewer rows than it could means nothing else is due; a short batch
+        # alone does not (a queue's jobs after its first, or rows another worker was locking).
+        if (not fetched or scanned < scan_limit) and self._wakes == wakes_before:
+            self._maybe_due = False
+            if self._once and not fetched and held_before == 0 and not self._held:
+                self._exhausted = True
+        self._hand_out(fetched)
+
+    def _hand_out(self, fetched: list[Job]) -> None:
+        self._buffer.extend(fetched)
+        while self._buffer and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(self._buffer.popleft())
+                self._handed_out += 1
+        if self._exhausted:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _learn(self, fetch_s: float) -> None:
+        """Sizes the buffer: what the workers take in about two fetch round trips."""
+        now = time.monotonic()
+        elapsed = now - self._sample_at
+        if elapsed > 0:
+            sample = (self._handed_out - self._sample_count) / elapsed
+            self._rate = sample if self._rate == 0 else (self._rate + sample) / 2
+        self._sample_at, self._sample_count = now, self._handed_out
+        self._fetch_s = fetch_s if self._fetch_s == 0 else (self._fetch_s + fetch_s) / 2
+        self._target = min(self._batch_size, round(2 * self._rate * self._fetch_s))
+
+    async def _give_back_buffer(self) -> None:
+        given = list(self._buffer)
+        self._buffer.clear()
+        if not given:
+            return
+        params = {
+            "worker_id": self.lock_id,
+            "job_ids": [j.id for j in given],
+            "updated_at": [j.updated_at for j in given],
+        }
+        if await self._execute_until_done(self._queries.return_jobs, params, f"give back {len(given)} job(s)"):
+            log.debug("gave back %d job(s) fetched but not started", len(given))
+        for job in given:
+            self._held.pop(job.id, None)
+
+    async def _return_strays(self) -> None:
+        params = {"worker_id": self.lock_id, "held_queues": sorted({j.queue_name for j in self._held.values()})}
+        await self._execute_until_done(
+            self._queries.return_stray_checkouts, params, "return jobs checked out unseen", until_stopping=True
+        )
+
+    # --- the flusher -----------------------------------------------------------------------------
+
+    async def run_flusher(self) -> None:
+        """Releases the outcomes workers hand back, all gathered so far in one statement each time."""
+        while True:
+            if not self._outcomes:
+                if self._closing:
+                    return
+                self._outcome_ready.clear()
+                await self._outcome_ready.wait()
+                continue
+            batch = self._outcomes[:_RELEASE_BATCH_MAX]
+            del self._outcomes[:_RELEASE_BATCH_MAX]
+            await self._release(batch)
+            for outcome in batch:
+                self._held.pop(outcome.job.id, None)
+            # A release unlocks queues: their next jobs may be due now.
+            self.wake()
+
+    async def _release(self, batch: list[_Outcome]) -> None:
+        completed = [o.job.id for o in batch if o.error is None]
+        failed = [o for o in batch if o.error is not None]
+        params = {
+            "completed_lock_ids": [self.lock_id] * len(completed),
+            "completed_ids": completed,
+            "failed_lock_ids": [self.lock_id] * len(failed),
+            "failed_ids": [o.job.id for o in failed],
+            "failed_updated_at": [o.job.updated_at for o in failed],
+            "failed_messages": [o.error for o in failed],
+        }
+        what = f"release job {batch[0].job.id}" if len(batch) == 1 else f"release {len(batch)} jobs"
+        if await self._execute_until_done(self._queries.release_jobs, params, what) and log.isEnabledFor(logging.DEBUG):
+            for outcome in batch:
+                log.debug("released job %s (%s)", outcome.job.id, "completed" if outcome.error is None else "failed")
+
+    # --- statements retried through outages ---------------------------------------------------------
+
+    async def _execute_until_done(self, query: str, params: Any, what: str, until_stopping: bool = False) -> bool:
+        """Runs a statement that is safe to repeat, retrying through outages until it lands or the
+        stop is forced (or, ``until_stopping``, until any stop). Returns whether it landed."""
+        backoff = Backoff(ceiling=2.0)
+        while True:
+            try:
+                async with self._resources.pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
+                    await jobs.fetch_rows(conn, query, params)
+                self._pool.outage.recovered()
+                return True
+            except CONNECTION_ERRORS as exc:
+                self._pool.outage.failed(exc)
+                if until_stopping and self._pool.stopping:
+                    return False
+                if self._pool.release_abandoned():
+                    log.error(
+                        "could not %s before shutdown; their queues stay locked by %s until the job expiry passes",
+                        what, self.lock_id,
+                    )
+                    return False
+                await asyncio.sleep(backoff.next())
+
+
+def _fetch_order(job: Job) -> tuple[Any, ...]:
+    # get_job's order: a batch is handed out as its jobs would have been fetched one by one.
+    return (job.priority, job.run_at, job.id)
