@@ -11,17 +11,20 @@ locked, a stop gives buffered jobs back at once (``return_jobs``), and after a S
 expire like any dead worker's. A named queue stays strictly serial: its row stays locked from the
 checkout of one of its jobs until that job's release, wherever the job waits in between.
 
-The buffer adapts to the work: it aims to hold what the workers take in about two fetch round
-trips (measured), so a backlog of quick jobs goes in batches of up to ``batch_size``, while slow
-jobs, or a quiet queue, are fetched one wake-up at a time and wait for no one.
+The buffer adapts to the work: it aims to hold what the workers get through in about 50 ms at
+their measured pace (or two fetch round trips, if longer), so a backlog of quick jobs goes in
+batches of up to ``batch_size``, while slow jobs, or a quiet queue, are fetched one wake-up at a
+time and are not hoarded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,6 +45,15 @@ CHECKOUT_TIMEOUT_S = 5.0
 #: What a lost or unusable connection looks like: retried, never fatal.
 CONNECTION_ERRORS = (psycopg.OperationalError, PoolTimeout)
 
+#: How much work the buffer aims to hold, in seconds of the workers' measured pace. Each statement
+#: costs the worker about as much CPU as a quick job, so quick jobs need batches to go fast; a
+#: job that waits this long in the buffer instead of running elsewhere costs little.
+BUFFERED_WORK_S = 0.05
+
+#: How long an outcome may wait for others to share its release statement, while the workers
+#: have jobs to go on with. A named queue's next job waits for its release, so this stays short.
+RELEASE_DELAY_S = 0.005
+
 #: The most outcomes one release statement carries.
 _RELEASE_BATCH_MAX = 1000
 
@@ -57,6 +69,15 @@ class Stopping(Protocol):
 
     def release_abandoned(self) -> bool:
         """Whether a release that keeps failing should be given up (a forced end)."""
+
+
+class Lent(Protocol):
+    """A buffered job a worker took ahead of time (see :meth:`Checkouts.lend`)."""
+
+    job: Job
+
+    def take_back(self) -> bool:
+        """Takes the job back unless it has started; says whether it did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +117,13 @@ class Checkouts:
         }
         self._buffer: collections.deque[Job] = collections.deque()
         self._waiters: collections.deque[asyncio.Future[Job | None]] = collections.deque()
+        self._lent: list[Lent] = []
         #: Every job checked out and not yet released or given back, by id.
         self._held: dict[int, Job] = {}
         self._outcomes: list[_Outcome] = []
         self._outcome_ready = asyncio.Event()
+        # Set when the outcomes gathered so far should go now rather than wait for more company.
+        self._release_now = asyncio.Event()
         self._fetch_wanted = asyncio.Event()
         # Wake-ups (NOTIFY, poll, a release) since the last fetch began: a fetch that found less
         # than it asked for says "nothing more is due" only if none came while it ran.
@@ -128,15 +152,42 @@ class Checkouts:
             return job
         if self._pool.stopping or self._exhausted:
             return None
+        for item in self._lent:
+            # A job another worker took ahead but has not started: better run now, here.
+            if item.take_back():
+                self._lent.remove(item)
+                return item.job
         waiter: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._fetch_wanted.set()
+        # A worker with nothing to do: the releases may unlock the queue that holds its next job.
+        self._release_now.set()
         return await waiter
+
+    def lend(self, wanted: Callable[[Job], bool]) -> Job | None:
+        """The next buffered job if ``wanted`` and no worker waits for one, for a busy worker to
+        queue behind its current job; register it with :meth:`lent` so it can be taken back."""
+        if not self._buffer or self._pool.stopping or self._waiting() or not wanted(self._buffer[0]):
+            return None
+        self._handed_out += 1
+        job = self._buffer.popleft()
+        if len(self._buffer) <= self._target // 2 and self._maybe_due:
+            self._fetch_wanted.set()
+        return job
+
+    def lent(self, item: Lent) -> None:
+        self._lent.append(item)
+
+    def unlend(self, item: Lent) -> None:
+        if item in self._lent:
+            self._lent.remove(item)
 
     def release(self, job: Job, error: str | None) -> None:
         """Queues the job's release (complete, or fail with ``error``); the flusher sends it."""
         self._outcomes.append(_Outcome(job, error))
         self._outcome_ready.set()
+        if len(self._outcomes) >= self._batch_size:
+            self._release_now.set()
 
     # --- what the pool calls -------------------------------------------------------------------
 
@@ -152,12 +203,15 @@ class Checkouts:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
+        # Jobs workers took ahead but have not started go back with the buffer.
+        self._buffer.extend(item.job for item in self._lent if item.take_back())
+        self._lent.clear()
         self._fetch_wanted.set()
 
     @property
     def idle_workers(self) -> int:
         """How many workers wait for a job while the fetcher waits for a wake-up (for tests and logs)."""
-        return sum(not w.done() for w in self._waiters) if self._parked else 0
+        return self._waiting() if self._parked else 0
 
     @property
     def held(self) -> list[Job]:
@@ -168,11 +222,12 @@ class Checkouts:
         """After the workers: releases what they handed back, until it lands or the stop is forced."""
         self._closing = True
         self._outcome_ready.set()
+        self._release_now.set()
 
     # --- the fetcher -----------------------------------------------------------------------------
 
     def _wanted(self) -> int:
-        waiting = sum(not w.done() for w in self._waiters)
+        waiting = self._waiting()
         if waiting:
             want = waiting + self._target
         elif self._target and len(self._buffer) <= self._target // 2:
@@ -254,7 +309,8 @@ class Checkouts:
                     waiter.set_result(None)
 
     def _learn(self, fetch_s: float) -> None:
-        """Sizes the buffer: what the workers take in about two fetch round trips."""
+        """Sizes the buffer: what the workers take in :data:`BUFFERED_WORK_S`, or in two fetch
+        round trips when those take longer."""
         now = time.monotonic()
         elapsed = now - self._sample_at
         if elapsed > 0:
@@ -262,7 +318,7 @@ class Checkouts:
             self._rate = sample if self._rate == 0 else (self._rate + sample) / 2
         self._sample_at, self._sample_count = now, self._handed_out
         self._fetch_s = fetch_s if self._fetch_s == 0 else (self._fetch_s + fetch_s) / 2
-        self._target = min(self._batch_size, round(2 * self._rate * self._fetch_s))
+        self._target = min(self._batch_size, round(self._rate * max(BUFFERED_WORK_S, 2 * self._fetch_s)))
 
     async def _give_back_buffer(self) -> None:
         given = list(self._buffer)
@@ -288,7 +344,12 @@ class Checkouts:
     # --- the flusher -----------------------------------------------------------------------------
 
     async def run_flusher(self) -> None:
-        """Releases the outcomes workers hand back, all gathered so far in one statement each time."""
+        """Releases the outcomes workers hand back, all gathered so far in one statement each time.
+
+        While workers have jobs to go on with, outcomes wait up to :data:`RELEASE_DELAY_S` for
+        company (each statement costs the worker about as much as a quick job); a worker left
+        without a job, a full batch, or the stop sends them at once.
+        """
         while True:
             if not self._outcomes:
                 if self._closing:
@@ -296,6 +357,10 @@ class Checkouts:
                 self._outcome_ready.clear()
                 await self._outcome_ready.wait()
                 continue
+            if not self._release_now.is_set() and not self._waiting():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._release_now.wait(), RELEASE_DELAY_S)
+            self._release_now.clear()
             batch = self._outcomes[:_RELEASE_BATCH_MAX]
             del self._outcomes[:_RELEASE_BATCH_MAX]
             await self._release(batch)
@@ -303,6 +368,9 @@ class Checkouts:
                 self._held.pop(outcome.job.id, None)
             # A release unlocks queues: their next jobs may be due now.
             self.wake()
+
+    def _waiting(self) -> int:
+        return sum(not w.done() for w in self._waiters)
 
     async def _release(self, batch: list[_Outcome]) -> None:
         completed = [o.job.id for o in batch if o.error is None]

@@ -103,6 +103,33 @@ def _settle(outcome: asyncio.Future[Outcome], value: Any, error: BaseException |
         outcome.set_result((value, error))
 
 
+class _Submission:
+    """A plain ``def`` job handed to a task thread. Exactly one party claims it: the thread, to
+    run it, or the pool, taking it back before it starts (for an idle worker, or on a stop)."""
+
+    __slots__ = ("_unclaimed", "args", "fn", "job", "outcome", "taken_back")
+
+    def __init__(self, job: Job, outcome: asyncio.Future[Outcome], fn: Callable[..., Any], *args: Any) -> None:
+        self.job = job
+        self.outcome = outcome
+        self.fn = fn
+        self.args = args
+        self.taken_back = False
+        self._unclaimed = [True]
+
+    def claim(self) -> bool:
+        # list.pop is atomic under the GIL: one caller gets the item, any other an IndexError.
+        try:
+            return self._unclaimed.pop()
+        except IndexError:
+            return False
+
+    def take_back(self) -> bool:
+        """Takes the job back unless its thread has started it; says whether it did."""
+        self.taken_back = self.claim()
+        return self.taken_back
+
+
 class _TaskThread:
     """A daemon thread that runs one worker's plain ``def`` tasks, one at a time.
 
@@ -111,14 +138,13 @@ class _TaskThread:
 
     def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._inbox: queue.SimpleQueue[tuple[asyncio.Future[Outcome], Callable[..., Any], tuple[Any, ...]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._inbox: queue.SimpleQueue[_Submission | None] = queue.SimpleQueue()
         threading.Thread(target=self._serve, name=name, daemon=True).start()
 
-    def submit(self, outcome: asyncio.Future[Outcome], fn: Callable[..., Any], *args: Any) -> None:
-        """Calls ``fn(*args)`` in the thread; ``outcome`` gets ``(result, error)`` on the loop."""
-        self._inbox.put((outcome, fn, args))
+    def submit(self, item: _Submission) -> None:
+        """Runs the item in the thread after those before it; its outcome future gets
+        ``(result, error)`` on the loop."""
+        self._inbox.put(item)
 
     def retire(self) -> None:
         """Ends the thread once its current call returns (if it ever does)."""
@@ -126,17 +152,18 @@ class _TaskThread:
 
     def _serve(self) -> None:
         while (item := self._inbox.get()) is not None:
-            outcome, fn, args = item
+            if not item.claim():
+                continue  # taken back before it started
             value: Any = None
             error: BaseException | None = None
             try:
-                value = fn(*args)
+                value = item.fn(*item.args)
             except Exception as exc:  # noqa: BLE001 - handed to the worker, which fails the job
                 error = exc
             except BaseException as exc:  # noqa: BLE001 - SystemExit and the like fail the job only
                 error = _RaisedInTask(exc)
             try:
-                self._loop.call_soon_threadsafe(_settle, outcome, value, error)
+                self._loop.call_soon_threadsafe(_settle, item.outcome, value, error)
             except RuntimeError:  # the loop is closed: nobody waits for this outcome any more
                 return
 
@@ -259,6 +286,11 @@ class Worker:
         self._checkouts = checkouts
         self._number = number
         self._thread: _TaskThread | None = None
+        # The next def job, handed to the thread while the current one runs, so that the thread
+        # goes from job to job without waiting for the loop; and one taken back from it.
+        self._ahead: _Submission | None = None
+        self._started_ahead: _Submission | None = None
+        self._in_hand: Job | None = None
         self._task: WorkerTask | None = None
         self._abort_reason: str | None = None
         self._interruptible = False  # awaiting a task: abort() and the timeout may interrupt it
@@ -271,7 +303,7 @@ class Worker:
             raise TypeError("run a Worker inside a WorkerTask")
         self._task = task
         try:
-            while (job := await self._checkouts.next_job()) is not None:
+            while (job := await self._next_job()) is not None:
                 # A job in hand always runs (or, after a forced stop, fails at once) and is always
                 # handed back: a stop that lands meanwhile must not strand it.
                 self._checkouts.release(job, await self._perform(job))
@@ -280,6 +312,18 @@ class Worker:
         finally:
             if self._thread is not None:
                 self._thread.retire()
+
+    async def _next_job(self) -> Job | None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            self._checkouts.unlend(ahead)
+            if not ahead.taken_back:
+                self._started_ahead = ahead
+                return ahead.job
+        if self._in_hand is not None:
+            job, self._in_hand = self._in_hand, None
+            return job
+        return await self._checkouts.next_job()
 
     def abort(self, reason: str) -> None:
         """Stops the running task now; its job fails with ``reason`` so it is retried."""
@@ -364,10 +408,15 @@ class Worker:
             except (KeyboardInterrupt, SystemExit) as exc:
                 raise _RaisedInTask(exc) from exc
         assert self._task is not None
-        if self._thread is None:
-            self._thread = _TaskThread(f"kongtask-worker-{self._number}", self._task.get_loop())
-        outcome: asyncio.Future[Outcome] = self._task.get_loop().create_future()
-        self._thread.submit(outcome, task, job.payload, SyncHelpers(job, self._resources))
+        item, self._started_ahead = self._started_ahead, None
+        if item is None or item.job is not job:
+            if self._thread is None:
+                self._thread = _TaskThread(f"kongtask-worker-{self._number}", self._task.get_loop())
+            item = _Submission(job, self._task.get_loop().create_future(), task, job.payload,
+                               SyncHelpers(job, self._resources))
+            self._thread.submit(item)
+        self._look_ahead()
+        outcome = item.outcome
         result, error = await outcome
         if error is not None:
             raise error
@@ -376,11 +425,34 @@ class Worker:
             result = await result
         return result
 
+    def _look_ahead(self) -> None:
+        """Hands the thread the next buffered def job now, to start as soon as the current one ends."""
+        if self._ahead is not None or self._thread is None or self._abort_reason is not None:
+            return
+        job = self._checkouts.lend(self._runs_in_thread)
+        if job is None:
+            return
+        assert self._task is not None
+        task = self._config.tasks[job.task_identifier]
+        self._ahead = _Submission(job, self._task.get_loop().create_future(), task, job.payload,
+                                  SyncHelpers(job, self._resources))
+        self._checkouts.lent(self._ahead)
+        self._thread.submit(self._ahead)
+
+    def _runs_in_thread(self, job: Job) -> bool:
+        return job.task_identifier not in self._config.async_tasks and not isinstance(
+            job.payload, jobs.UndecodablePayload
+        )
+
     def _abandon_thread(self, job: Job) -> None:
         # A plain def task cannot be interrupted: leave its thread to finish alone, unobserved.
         if job.task_identifier not in self._config.async_tasks and self._thread is not None:
             self._thread.retire()
             self._thread = None
+            # The job handed to it ahead runs elsewhere, unless the thread already started it.
+            if self._ahead is not None and self._ahead.take_back():
+                self._checkouts.unlend(self._ahead)
+                self._in_hand, self._ahead = self._ahead.job, None
 
 
 def _job_fields(job: Job, duration_ms: float, error: str | None = None) -> dict[str, Any]:
