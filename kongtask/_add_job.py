@@ -81,7 +81,8 @@ async def add_jobs(
     :func:`add_job`'s default. Every job is checked as :func:`add_job` checks one before anything
     is sent; a bad one raises :class:`~kongtask.PayloadError` naming its index (``job 3: ...``).
     The jobs go in as few INSERT statements as their number allows (10,000 rows each), inside one
-    transaction: a savepoint within ``connection``'s, so they are added only if that commits.
+    transaction. On ``connection`` they join its current transaction (in a savepoint when one is
+    open, so a failure leaves it usable) and are added only if that commits, as with add_job.
 
     Returns the count rather than the rows: reading back 100,000 rows costs about a third of the
     time. Use :func:`add_job` where you need a job's row.

@@ -8,6 +8,7 @@ the connection they await.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -313,10 +314,14 @@ def fetch_job_sync(conn: psycopg.Connection[Any], statement: _Statement) -> Job 
 
 
 async def insert_jobs(conn: psycopg.AsyncConnection[Any], statements: list[_Statement]) -> int:
-    """Runs the statements of :func:`add_jobs_statements` in one transaction (a savepoint inside
-    the caller's): every job is added, or none. Returns how many were added."""
+    """Runs the statements of :func:`add_jobs_statements` so that every job is added, or none.
+
+    Returns how many were added. Like ``add_job``, the jobs join the caller's transaction (inside a
+    savepoint, so a failure leaves it usable) and count only if it commits; on an autocommit
+    connection they are one transaction of their own.
+    """
     added = 0
-    async with conn.transaction():
+    async with conn.transaction() if _needs_transaction(conn) else contextlib.nullcontext():
         for statement in statements:
             cursor = await conn.execute(*statement)
             added += cursor.rowcount
@@ -326,10 +331,17 @@ async def insert_jobs(conn: psycopg.AsyncConnection[Any], statements: list[_Stat
 def insert_jobs_sync(conn: psycopg.Connection[Any], statements: list[_Statement]) -> int:
     """The synchronous twin of :func:`insert_jobs`."""
     added = 0
-    with conn.transaction():
+    with conn.transaction() if _needs_transaction(conn) else contextlib.nullcontext():
         for statement in statements:
             added += conn.execute(*statement).rowcount
     return added
+
+
+def _needs_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    # psycopg's transaction() on a connection outside autocommit with no transaction open yet would
+    # open one and commit it at the end, behind the caller's back. There the first statement opens
+    # the caller's transaction instead; should a later one fail, that transaction cannot commit.
+    return conn.autocommit or conn.info.transaction_status != pq.TransactionStatus.IDLE
 
 
 async def add_job(
