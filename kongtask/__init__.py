@@ -4,6 +4,7 @@ The public API:
 
 - :func:`run` / :func:`run_once`: run workers on a folder of task files or a mapping of tasks;
 - :func:`add_job` (async) and :func:`add_job_sync`: add a job from application code;
+- :func:`add_jobs` (async) and :func:`add_jobs_sync`: add many jobs in one go, all or none;
 - :func:`migrate`: bring a database to the newest schema;
 - :class:`App`: tasks registered in code with ``@app.task``;
 - :class:`Job`, :class:`Helpers`, :class:`SyncHelpers`, :class:`Runner`, and the errors.
@@ -11,10 +12,10 @@ The public API:
 
 from __future__ import annotations
 
-from ._add_job import add_job, add_job_sync
+from ._add_job import add_job, add_job_sync, add_jobs, add_jobs_sync
 from ._app import App
 from ._helpers import Helpers, SyncHelpers
-from ._job import Job, JobOptions
+from ._job import Job, JobOptions, JobSpec
 from ._run import migrate, run, run_once
 from ._worker_pool import Runner
 from .errors import (
@@ -35,6 +36,7 @@ __all__ = [
     "Helpers",
     "Job",
     "JobOptions",
+    "JobSpec",
     "KongtaskError",
     "MigrationError",
     "PayloadError",
@@ -44,6 +46,8 @@ __all__ = [
     "__version__",
     "add_job",
     "add_job_sync",
+    "add_jobs",
+    "add_jobs_sync",
     "migrate",
     "run",
     "run_once",

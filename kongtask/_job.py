@@ -12,7 +12,7 @@ if sys.version_info >= (3, 11):
 else:  # typing_extensions comes with psycopg wherever Python lacks Unpack
     from typing_extensions import Unpack
 
-__all__ = ["Job", "JobOptions", "Unpack"]
+__all__ = ["Job", "JobOptions", "JobSpec", "Unpack"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +43,15 @@ class JobOptions(TypedDict, total=False):
     queue_name: str | None
     run_at: datetime | None
     max_attempts: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job for :func:`kongtask.add_jobs`: a task identifier, its payload and the options of
+    :class:`JobOptions`, each ``None`` for its default."""
+
+    identifier: str
+    payload: Any = None
+    queue_name: str | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None

@@ -32,7 +32,7 @@ from ._masking import mask_password
 from ._schema import jobs as jobs_api
 from ._watch import RELOAD_SIGNAL, supervise, supervisor_pid
 from .errors import ConfigurationError, KongtaskError, PayloadError
-from .settings import ADD_JOB, JOBS, MIGRATE, WORKER, Option, Settings
+from .settings import ADD_JOB, ADD_JOBS, JOBS, MIGRATE, WORKER, Option, Settings
 
 log = logging.getLogger("kongtask.cli")
 
@@ -227,6 +227,7 @@ def cli() -> None:
     Quick start:
       kongtask worker --watch                     run the tasks in ./tasks
       kongtask add-job send_email '{"to": "a@example.com"}'
+      kongtask add-jobs --file jobs.jsonl           many jobs, one JSON object per line
 
     Every option can also be set by an environment variable (shown in each command's --help), in
     ./.env, or in a config file (./kongtask.toml, or [tool.kongtask] in ./pyproject.toml). Flags win
@@ -420,6 +421,72 @@ async def _add_job(settings: Settings, conninfo: str, statement: tuple[str, tupl
         job = await jobs_api.fetch_job(conn, statement)
     assert job is not None
     return job
+
+
+@cli.command("add-jobs")
+@click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="Read the jobs from this file rather than from standard input.")
+@_with_options(ADD_JOBS)
+@click.pass_context
+def add_jobs(ctx: click.Context, /, path: Path | None, **params: Any) -> None:
+    """Add many jobs, all or none, from JSON lines; print how many were added.
+
+    Each line of standard input (or --file) is one job: a JSON object with the keys "task" (the
+    only one required), "payload" (any JSON, default {}), "queue", "run_at" (ISO 8601; without an
+    offset, local time) and "max_attempts", as in add-job. Blank lines are skipped.
+
+    \b
+    Example:
+      printf '%s\\n' '{"task": "send_email", "payload": {"to": "a@example.com"}}' \\
+        '{"task": "send_email", "payload": {"to": "b@example.com"}, "queue": "mail", "max_attempts": 3}' \\
+        | kongtask add-jobs
+      kongtask add-jobs --file jobs.jsonl
+
+    Every line is checked before anything is written; a bad one stops the command, naming its line.
+    """
+    from ._job_lines import JobLineError, read_job_lines
+
+    settings = _settings(ctx, ADD_JOBS, params)
+    try:
+        lines = read_job_lines(_job_input(ctx, path))
+        statements = jobs_api.add_jobs_statements(settings.schema, lines.specs, name_of=lines.name_of)
+    except (JobLineError, PayloadError) as exc:
+        raise click.UsageError(str(exc), ctx) from None
+    if statements:
+        _warn_if_no_task_files(settings.tasks, {spec.identifier for spec in lines.specs})
+        with _database(settings) as conninfo:
+            added = _run(_add_jobs(settings, conninfo, statements))
+    else:
+        added = 0
+    click.echo(f"added {added} job{'' if added == 1 else 's'}")
+
+
+def _job_input(ctx: click.Context, /, path: Path | None) -> list[bytes]:
+    if path is None:
+        return sys.stdin.buffer.read().splitlines()
+    try:
+        return path.read_bytes().splitlines()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror}", ctx, param_hint="--file") from None
+
+
+def _warn_if_no_task_files(folder: Path, tasks: set[str]) -> None:
+    if not folder.is_dir():
+        return
+    missing = sorted(tasks - _local_task_names(folder))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        log.warning("no task file in %s for %s; a worker without those tasks will never run their jobs", folder, shown)
+
+
+async def _add_jobs(settings: Settings, conninfo: str, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
+    if settings.connection is None:
+        # The embedded database may be brand new.
+        await kongtask.migrate(connection_string=conninfo, schema=settings.schema)
+    from ._connections import borrow
+
+    async with borrow(conninfo) as conn:
+        return await jobs_api.insert_jobs(conn, statements)
 
 
 @cli.command()

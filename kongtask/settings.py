@@ -28,8 +28,8 @@ from ._schema.jobs import MAX_ATTEMPTS, MAX_NAME_LENGTH
 from .errors import ConfigurationError
 
 ENV_PREFIX = "KONGTASK_"
-WORKER, ADD_JOB, MIGRATE, JOBS = "worker", "add-job", "migrate", "jobs"
-COMMANDS = (WORKER, ADD_JOB, MIGRATE, JOBS)
+WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS = "worker", "add-job", "add-jobs", "migrate", "jobs"
+COMMANDS = (WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS)
 
 #: libpq's own variables that say where the database is. When one is set and no connection is
 #: configured, kongtask connects with libpq's defaults instead of starting an embedded server.
@@ -282,7 +282,7 @@ class Settings:
         help="Restart the worker when a file in the tasks folder changes (for development).",
     )
     tasks: Path = option(
-        Path("tasks"), metavar="DIR", commands=(WORKER, ADD_JOB, JOBS), parse=_path, relative_to_config=True,
+        Path("tasks"), metavar="DIR", commands=(WORKER, ADD_JOB, ADD_JOBS, JOBS), parse=_path, relative_to_config=True,
         help="Folder of task files: tasks/send_email.py defines the task send_email.",
     )
     shutdown_timeout: float = option(

@@ -76,6 +76,8 @@ class DatabaseSchema(Protocol):
     migration_lock: str
     create_schema: str
     create_migrations_table: str
+    # adding jobs in bulk
+    add_jobs: str
 
     def add_job(self, options: tuple[str, ...]) -> str:
         """``add_job`` naming just the given optional arguments."""

@@ -95,6 +95,8 @@ class SchemaV0_1:
     migration_lock: str
     create_schema: str
     create_migrations_table: str
+    # adding jobs in bulk
+    add_jobs: str
 
     def __init__(self, schema: str) -> None:
         problem = schema_name_problem(schema)
