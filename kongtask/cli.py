@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
 from click.core import ParameterSource
 
 import kongtask
@@ -29,6 +30,7 @@ import kongtask
 from . import settings as config
 from ._connections import describe_target
 from ._masking import mask_password
+from ._outages import first_line
 from ._schema import jobs as jobs_api
 from ._watch import RELOAD_SIGNAL, supervise, supervisor_pid
 from .errors import ConfigurationError, KongtaskError, PayloadError
@@ -302,7 +304,9 @@ async def _work(settings: Settings, tasks: dict[str, Any], conninfo: str) -> Non
         await kongtask.run_once(task_list=tasks, connection_string=conninfo, handle_signals=True, **options)
         return
     runner = await kongtask.run(task_list=tasks, connection_string=conninfo, handle_signals=True, **options)
-    log.info(*started)
+    # Its lock id is what `kongtask jobs list --state locked` and `jobs unlock` name.
+    log.info(started[0] + "; up to %d per fetch; locks as %s", *started[1:], settings.batch_size,
+             runner.worker_ids[0])
     parent = supervisor_pid()
     follower = asyncio.ensure_future(_stop_when_orphaned(runner, parent)) if parent else None
     loop = asyncio.get_running_loop()
@@ -370,7 +374,7 @@ def add_job(ctx: click.Context, /, task: str, payload_json: str | None, **params
     except PayloadError as exc:
         raise click.UsageError(str(exc), ctx) from None
     _warn_if_no_task_file(settings.tasks, task)
-    with _database(settings) as conninfo:
+    with _database(settings) as conninfo, _refusals_reported("the job was not added"):
         job = _run(_add_job(settings, conninfo, statement))
     click.echo(job.id)
 
@@ -454,11 +458,23 @@ def add_jobs(ctx: click.Context, /, path: Path | None, **params: Any) -> None:
         raise click.UsageError(str(exc), ctx) from None
     if statements:
         _warn_if_no_task_files(settings.tasks, {spec.identifier for spec in lines.specs})
-        with _database(settings) as conninfo:
+        with _database(settings) as conninfo, _refusals_reported("no job was added (all or nothing)"):
             added = _run(_add_jobs(settings, conninfo, statements))
     else:
         added = 0
     click.echo(f"added {added} job{'' if added == 1 else 's'}")
+
+
+@contextlib.contextmanager
+def _refusals_reported(outcome: str) -> Iterator[None]:
+    """PostgreSQL refusing what was sent (a constraint, a trigger of the user's) is one line."""
+    try:
+        yield
+    except psycopg.DatabaseError as exc:
+        if isinstance(exc, psycopg.OperationalError):
+            raise
+        said = exc.diag.message_primary or first_line(exc)
+        raise click.ClickException(f"PostgreSQL refused it: {mask_password(said)}; {outcome}") from None
 
 
 def _job_input(ctx: click.Context, /, path: Path | None) -> list[bytes]:

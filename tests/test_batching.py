@@ -14,6 +14,7 @@ import itertools
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -155,8 +156,16 @@ def test_return_jobs_gives_back_the_attempt_and_the_queue_once(migrated_url: str
 def buffer_of(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Makes the buffer aim at ``n`` jobs from the second fetch on (it refills when half empty)."""
 
-    def force(n: int) -> None:
+    def force(n: int, from_the_first_fetch: bool = False) -> None:
         monkeypatch.setattr(_checkouts.Checkouts, "_learn", lambda self, fetch_s: setattr(self, "_target", n))
+        if from_the_first_fetch:
+            init = _checkouts.Checkouts.__init__
+
+            def with_target(self: _checkouts.Checkouts, *args: Any, **kwargs: Any) -> None:
+                init(self, *args, **kwargs)
+                self._target = n
+
+            monkeypatch.setattr(_checkouts.Checkouts, "__init__", with_target)
 
     return force
 
@@ -318,3 +327,109 @@ def test_a_named_queue_never_runs_two_jobs_at_once_with_full_buffers(migrated_ur
         overlaps = [(a, b) for a, b in itertools.pairwise(by_start) if b[1] < a[2]]
         assert not overlaps, f"{queue}: a job started before the one before it ended: {overlaps[:2]}"
     assert sum(len(runs) for runs in spans.values()) == 300
+
+
+# --- plain def jobs handed to a busy worker's thread ahead of time --------------------------------
+
+
+def test_a_def_job_queued_behind_a_slow_one_goes_to_a_worker_that_is_free(migrated_url: str, buffer_of: Any) -> None:
+    buffer_of(1, from_the_first_fetch=True)
+    slow_may_end = threading.Event()
+    hold_may_end = asyncio.Event()
+    events: list[str] = []
+
+    async def hold(payload: Any, helpers: kongtask.Helpers) -> None:
+        await hold_may_end.wait()
+
+    def slow(payload: Any, helpers: kongtask.SyncHelpers) -> None:
+        slow_may_end.wait(30)
+        events.append("slow ended")
+
+    def quick(payload: Any, helpers: kongtask.SyncHelpers) -> None:
+        events.append("quick ran")
+
+    async def scenario() -> None:
+        for name in ("hold", "slow", "quick"):
+            await add_job_to(migrated_url, name)
+        runner = await kongtask.run(task_list={"hold": hold, "slow": slow, "quick": quick},
+                                    connection_string=migrated_url, concurrency=2, batch_size=10)
+        try:
+            # Worker 1 runs hold, worker 2 runs slow with quick queued behind it in its thread.
+            await wait_until_async(lambda: runner._checkouts._lent, what="quick to be queued behind slow")
+            hold_may_end.set()
+            await wait_until_async(lambda: events, what="quick to run on the worker that became free")
+            assert events == ["quick ran"]
+            slow_may_end.set()
+            await wait_until_async(
+                lambda: query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)],
+                what="every job to complete",
+            )
+        finally:
+            slow_may_end.set()
+            hold_may_end.set()
+            await runner.stop()
+
+    asyncio.run(scenario())
+    assert events == ["quick ran", "slow ended"]
+
+
+def test_a_def_job_queued_behind_one_that_times_out_runs_once(migrated_url: str, buffer_of: Any) -> None:
+    buffer_of(1, from_the_first_fetch=True)
+    never = threading.Event()
+    ran: list[str] = []
+
+    def stuck(payload: Any, helpers: kongtask.SyncHelpers) -> None:
+        never.wait(30)
+
+    def quick(payload: Any, helpers: kongtask.SyncHelpers) -> None:
+        ran.append(threading.current_thread().name)
+
+    try:
+        for name in ("stuck", "quick"):
+            asyncio.run(add_job_to(migrated_url, name))
+        asyncio.run(kongtask.run_once(task_list={"stuck": stuck, "quick": quick}, connection_string=migrated_url,
+                                      task_timeout=0.5, batch_size=10))
+    finally:
+        never.set()
+    assert len(ran) == 1
+    assert query_rows(migrated_url, "select task_identifier, attempts, last_error from graphile_worker.jobs") == [
+        ("stuck", 1, "Task timed out after 0.5s")
+    ]
+
+
+def test_def_jobs_queued_behind_a_running_one_are_given_back_on_a_stop(migrated_url: str, buffer_of: Any) -> None:
+    buffer_of(2, from_the_first_fetch=True)
+    slow_started = threading.Event()
+    slow_may_end = threading.Event()
+    ran: list[str] = []
+
+    def slow(payload: Any, helpers: kongtask.SyncHelpers) -> None:
+        slow_started.set()
+        slow_may_end.wait(30)
+        ran.append("slow")
+
+    def quick(payload: Any, helpers: kongtask.SyncHelpers) -> None:
+        ran.append("quick")
+
+    async def scenario() -> None:
+        for name in ("slow", "quick", "quick"):
+            await add_job_to(migrated_url, name)
+        runner = await kongtask.run(task_list={"slow": slow, "quick": quick}, connection_string=migrated_url,
+                                    batch_size=10)
+        try:
+            await wait_until_async(lambda: slow_started.is_set() and runner._checkouts._lent,
+                                   what="a quick job queued behind slow")
+            stopping = asyncio.ensure_future(runner.stop())
+            await wait_until_async(
+                lambda: query_rows(migrated_url, "select count(*) from graphile_worker.jobs where attempts = 0")
+                == [(2,)], what="both quick jobs to be given back",
+            )
+            slow_may_end.set()
+            await asyncio.wait_for(stopping, 10)
+        finally:
+            slow_may_end.set()
+            await runner.stop()
+
+    asyncio.run(scenario())
+    assert ran == ["slow"]
+    assert query_rows(migrated_url, "select task_identifier, attempts from graphile_worker.jobs") == [("quick", 0)] * 2

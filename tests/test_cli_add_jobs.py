@@ -150,3 +150,18 @@ def test_help_teaches_by_example(project: Path) -> None:
     assert result.returncode == 0
     assert "| kongtask add-jobs" in result.stdout and '"task": "send_email"' in result.stdout
     assert "kongtask add-jobs --file jobs.jsonl" in run("--help", cwd=project).stdout
+
+
+@pytest.mark.parametrize("command", ["add-jobs", "add-job"])
+def test_jobs_postgresql_refuses_are_one_line_and_none_is_added(project: Path, migrated_url: str, command: str) -> None:
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        # The user's own rule on the table, refusing one of the jobs.
+        conn.execute("alter table graphile_worker.jobs add constraint no_spam check (task_identifier <> 'spam')")
+    write_task(project / "tasks", "spam")
+    lines = '{"task": "record"}\n{"task": "spam"}\n'
+    args = ("add-jobs",) if command == "add-jobs" else ("add-job", "spam")
+    result = run(*args, cwd=project, env=clean_env(DATABASE_URL=migrated_url), input=lines)
+    assert result.returncode == 1
+    line = one_line(result.stderr)
+    assert "PostgreSQL refused it" in line and "no_spam" in line and "Traceback" not in result.stderr
+    assert _rows(migrated_url) == []
