@@ -15,12 +15,15 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
+from kongtask._embedded.project import project_home
 from kongtask._embedded.server import EmbeddedServer, private_temporary_home
+from tests import cli_support
 from tests.node.fixtures import node_env  # noqa: F401  (registers the session fixture for Node interop tests)
 from tests.support import url_with_dbname
 
@@ -115,4 +118,15 @@ def private_server() -> Iterator[EmbeddedServer]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    """A project folder with a task file ``record``; stops an embedded server a failed test left."""
+    cli_support.write_task(tmp_path / "tasks", "record")
+    yield tmp_path
+    home = project_home(tmp_path)  # only there if a test failed by starting the server
+    if home.exists():
+        EmbeddedServer(home).stop()
         shutil.rmtree(home, ignore_errors=True)

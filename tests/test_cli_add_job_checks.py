@@ -5,14 +5,11 @@ warning."""
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from kongtask._embedded.server import EmbeddedServer
 from kongtask._embedded.project import project_home
 from tests.cli_support import clean_env, one_line, write_task
 from tests.cli_support import kongtask as run
@@ -35,14 +32,6 @@ BAD_ADD_JOBS = {
 }
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
-    write_task(tmp_path / "tasks", "record")
-    yield tmp_path
-    home = project_home(tmp_path)  # only there if a test failed by starting the server
-    if home.exists():
-        EmbeddedServer(home).stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _usage_error(result: object, fragment: str) -> str:

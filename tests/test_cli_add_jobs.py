@@ -4,8 +4,6 @@ line is one usage error naming its line number (exit 2), and nothing is written.
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,7 +11,6 @@ import psycopg
 import pytest
 
 from kongtask._embedded.project import project_home
-from kongtask._embedded.server import EmbeddedServer
 from tests.cli_support import clean_env, one_line, write_task
 from tests.cli_support import kongtask as run
 
@@ -28,14 +25,6 @@ GOOD_LINES = [
 ]
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
-    write_task(tmp_path / "tasks", "record")
-    yield tmp_path
-    home = project_home(tmp_path)  # only there if a test failed by starting the server
-    if home.exists():
-        EmbeddedServer(home).stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _rows(url: str) -> list[tuple[object, ...]]:
