@@ -19,10 +19,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .ceiling import pgbench_path
+from .ceiling import BATCH, pgbench_path
 from .node import node_command, node_version
-from .report import Verdict, judge, ratios_json, render
-from .results import KONGTASK_KINDS, METRICS, Results, Unavailable
+from .report import Baseline, Verdict, judge, ratios_json, render
+from .results import CEILINGS, DEFAULT_JOBS_LIST, KONGTASK_KINDS, Results, Unavailable, in_table_order
 from .server import Server, ServerFacts, provide_server, read_facts
 from .suite import MEASUREMENTS, Settings, Suite
 from .workers import BENCH_DIR, WorkerCommand, kongtask_command, kongtask_package
@@ -39,6 +39,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, metavar="N", help="drain rounds, best kept (default 2; --quick 1)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="JSON output (default bench/results/<time>.json)")
     parser.add_argument("--no-node", action="store_true", help="skip Node graphile-worker 0.1.0")
+    parser.add_argument(
+        "--jobs-list", metavar="N,N,...", default=",".join(map(str, DEFAULT_JOBS_LIST)),
+        help="the --jobs values each kongtask kind drains at (default %(default)s)",
+    )
+    parser.add_argument(
+        "--baseline", type=Path, metavar="JSON",
+        help="the JSON of an earlier run (another build of kongtask): judge the best drain against its best",
+    )
     args = parser.parse_args(argv)
     only = set(MEASUREMENTS if not args.only else (name.strip() for name in args.only.split(",") if name.strip()))
     if unknown := only - set(MEASUREMENTS):
@@ -48,6 +56,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--jobs-count must be at least 1")
     if args.rounds is not None and args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    try:
+        args.jobs_list = tuple(sorted({int(n) for n in args.jobs_list.split(",") if n.strip()}))
+    except ValueError:
+        parser.error(f"--jobs-list takes whole numbers separated by commas, not {args.jobs_list!r}")
+    if not args.jobs_list or args.jobs_list[0] < 1:
+        parser.error("--jobs-list needs at least one --jobs value, each at least 1")
+    if args.baseline is not None and not args.baseline.is_file():
+        parser.error(f"--baseline: no file at {args.baseline}")
     if args.latency_samples is not None and args.latency_samples < 2:
         parser.error("--latency-samples must be at least 2 (percentiles need two)")
     return args
@@ -61,6 +77,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         startup_repeats=2 if args.quick else 5,
         rounds=args.rounds or (1 if args.quick else 2),
         only=args.only,
+        jobs_list=args.jobs_list,
     )
 
 
@@ -88,9 +105,12 @@ def available_systems(no_node: bool) -> tuple[dict[str, WorkerCommand], dict[str
         about["node"] = f"graphile-worker 0.1.0 on node {node_version()}"
     pgbench = pgbench_path()
     if pgbench is None:
-        missing["pgbench"] = "pgbench not installed"
-    about["pgbench"] = str(pgbench) if pgbench else missing["pgbench"]
+        missing["pgbench"] = missing["pgbench-batched"] = "pgbench not installed"
+    about["pgbench"] = f"{pgbench} -M prepared, get_job + complete_job" if pgbench else missing["pgbench"]
+    batched = f"-M prepared, get_jobs ({BATCH}) + release_jobs, the ids carried by \\gset"
+    about["pgbench-batched"] = f"{pgbench} {batched}" if pgbench else missing["pgbench"]
     about["psycopg"] = "prepared get_job + complete_job, one process per connection"
+    about["psycopg-batched"] = f"prepared get_jobs ({BATCH}) + release_jobs, one process per connection"
     return commands, missing, about
 
 
@@ -115,14 +135,16 @@ def main(argv: list[str] | None = None) -> int:
         with provide_server(os.environ.get("DATABASE_URL") or None) as server:
             facts = read_facts(server)
             say(f"server: {server.origin}, {facts.describe()}")
-            for system in (*KONGTASK_KINDS, "node", "pgbench"):
+            for system in (*KONGTASK_KINDS, "node", *CEILINGS):
                 say(f"{system}: {about[system]}")
             results = Suite(server, settings, scratch, commands, missing, say).run()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     load.append(os.getloadavg()[0])
-    verdicts = judge(results)
-    print("\n".join(header(started, load, server, facts, settings, about)) + "\n" + render(results, verdicts))
+    baseline = Baseline.read(args.baseline) if args.baseline else None
+    verdicts = judge(results, settings.jobs_list, baseline)
+    tables = render(results, verdicts, settings.jobs_list)
+    print("\n".join(header(started, load, server, facts, settings, about)) + "\n" + tables)
     path = args.json or RESULTS_DIR / f"{started:%Y%m%d-%H%M%S}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     document = report_json(started, load, server, facts, settings, args, about, results, verdicts)
@@ -141,7 +163,7 @@ def header(
         f"server: {server.origin}, {facts.describe()}",
         f"        {durability_note(facts)}",
         f"drains: {settings.jobs_count} jobs (one insert statement), best of {settings.rounds} round(s), timing the"
-        " whole `--once` process, start-up included",
+        f" whole `--once` process, start-up included; kongtask at --jobs {','.join(map(str, settings.jobs_list))}",
         f"latency: {settings.latency_samples} samples after {settings.latency_warmup} warm-up, workers taking turns;"
         f" start-up: median of {settings.startup_repeats}; every worker runs with NO_LOG_SUCCESS=1",
         *(f"{system}: {line}" for system, line in about.items()),
@@ -162,11 +184,12 @@ def report_json(
         "settings": {
             "quick": args.quick, "jobs_count": settings.jobs_count, "latency_samples": settings.latency_samples,
             "latency_warmup": settings.latency_warmup, "startup_repeats": settings.startup_repeats,
-            "rounds": settings.rounds,
+            "rounds": settings.rounds, "jobs_list": list(settings.jobs_list),
             "only": sorted(settings.only), "node": not args.no_node,
+            "baseline": str(args.baseline) if args.baseline else None,
         },
         "systems": about,
-        "units": {metric.key: metric.unit for metric in METRICS},
+        "units": {metric.key: metric.unit for metric in in_table_order(results.figures)},
         "figures": results.figures_json(),
         "ratios": ratios_json(results),
         "targets": [verdict.json() for verdict in verdicts],

@@ -56,10 +56,11 @@ def drain(command: WorkerCommand, url: str, count: int, jobs: int, logs: Path) -
     }
     if remaining:
         raise Unavailable(f"{command.system} --once --jobs {jobs} left {remaining} of {count} jobs undone")
-    figures = {f"drain_j{jobs}": count / exit.wall_s}
-    if jobs == 1:
-        # CPU the worker process itself burns per job: its own overhead, apart from the server's.
-        figures["cpu_j1"] = exit.cpu_s / count * 1e6
-    if jobs in (1, 8):
-        figures[f"rss_j{jobs}"] = exit.peak_rss_mb
+    # CPU the worker process itself burns per job (its start-up included): its own overhead, apart
+    # from the server's. Peak RSS: the most memory it held at once.
+    figures = {
+        f"drain_j{jobs}": count / exit.wall_s,
+        f"cpu_j{jobs}": exit.cpu_s / count * 1e6,
+        f"rss_j{jobs}": exit.peak_rss_mb,
+    }
     return Measured(figures, details)

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-#: The systems compared, in the order of the table's columns. ``kongtask`` runs ``async def`` tasks,
-#: ``kongtask-def`` their plain ``def`` twins. ``psycopg`` and ``pgbench`` are the SQL ceiling: the
-#: worker's own statements in a tight loop, with no worker around them.
+#: The systems compared. ``kongtask`` runs ``async def`` tasks, ``kongtask-def`` their plain ``def``
+#: twins. The others are the SQL ceiling, the worker's statements in a tight loop with no worker
+#: around them: ``psycopg`` and ``pgbench`` one job at a time (get_job, complete_job), the
+#: ``-batched`` ones kongtask's batched get_jobs and release_jobs.
 KONGTASK_KINDS = ("kongtask", "kongtask-def")
-SYSTEMS = (*KONGTASK_KINDS, "node", "psycopg", "pgbench")
+SINGLE_CEILINGS = ("psycopg", "pgbench")
+BATCHED_CEILINGS = ("psycopg-batched", "pgbench-batched")
+CEILINGS = (*SINGLE_CEILINGS, *BATCHED_CEILINGS)
+SYSTEMS = (*KONGTASK_KINDS, "node", *CEILINGS)
+
+#: The ``--jobs`` values every kongtask kind drains at (``--jobs-list``); the ceiling runs at 1 and 4.
+DEFAULT_JOBS_LIST = (1, 4, 8, 16)
+CEILING_CONNECTIONS = (1, 4)
+#: kongtask's default ``--jobs`` (upstream's concurrency, 1): what "at default settings" means.
+DEFAULT_JOBS = 1
 
 
 @dataclass(frozen=True)
@@ -21,23 +33,54 @@ class Metric:
     higher_is_better: bool
 
 
-METRICS: tuple[Metric, ...] = (
-    Metric("startup_s", "start-up, empty queue", "s", 3, False),
-    Metric("drain_j1", "drain, 1 worker/conn", "jobs/s", 0, True),
-    Metric("drain_j4", "drain, 4 workers/conns", "jobs/s", 0, True),
-    Metric("drain_j8", "drain, 8 workers", "jobs/s", 0, True),
+STARTUP = Metric("startup_s", "start-up, empty queue", "s", 3, False)
+LATENCY_METRICS: tuple[Metric, ...] = (
     Metric("latency_min", "latency min", "ms", 2, False),
     Metric("latency_avg", "latency avg", "ms", 2, False),
     Metric("latency_p50", "latency p50", "ms", 2, False),
     Metric("latency_p99", "latency p99", "ms", 2, False),
     Metric("latency_max", "latency max", "ms", 2, False),
     Metric("latency_wake_avg", "wake-up avg, add_job return to start", "ms", 2, False),
-    Metric("cpu_j1", "worker CPU per job, --jobs 1", "us", 0, False),
-    Metric("rss_j1", "peak RSS, --jobs 1", "MB", 1, False),
-    Metric("rss_j8", "peak RSS, --jobs 8", "MB", 1, False),
 )
 
-METRIC_KEYS = frozenset(metric.key for metric in METRICS)
+#: The per-``--jobs`` metrics of a drain, in the order the table shows them: ``drain_j4`` and so on.
+_PER_JOBS = re.compile(r"(drain|cpu|rss)_j(\d+)")
+_PER_JOBS_ORDER = ("drain", "cpu", "rss")
+
+
+def per_jobs(kind: str, jobs: int) -> Metric:
+    """``drain`` (jobs/s), ``cpu`` (worker CPU per job) or ``rss`` (peak RSS) at ``--jobs`` ``jobs``."""
+    if kind == "drain":
+        return Metric(f"drain_j{jobs}", f"drain, --jobs {jobs}", "jobs/s", 0, True)
+    if kind == "cpu":
+        return Metric(f"cpu_j{jobs}", f"worker CPU per job, --jobs {jobs}", "us", 0, False)
+    assert kind == "rss", kind
+    return Metric(f"rss_j{jobs}", f"peak RSS, --jobs {jobs}", "MB", 1, False)
+
+
+def metric(key: str) -> Metric:
+    """The metric named ``key``; AssertionError for a key no measurement produces."""
+    if key == STARTUP.key:
+        return STARTUP
+    for latency in LATENCY_METRICS:
+        if latency.key == key:
+            return latency
+    match = _PER_JOBS.fullmatch(key)
+    assert match, key
+    return per_jobs(match.group(1), int(match.group(2)))
+
+
+def in_table_order(keys: Iterable[str]) -> list[Metric]:
+    """The metrics named by ``keys``: start-up, drains by ``--jobs``, CPU, RSS, then latency."""
+
+    def place(found: Metric) -> tuple[int, int, int]:
+        if found is STARTUP:
+            return (0, 0, 0)
+        if match := _PER_JOBS.fullmatch(found.key):
+            return (1, _PER_JOBS_ORDER.index(match.group(1)), int(match.group(2)))
+        return (2, LATENCY_METRICS.index(found), 0)
+
+    return sorted((metric(key) for key in keys), key=place)
 
 
 class Unavailable(Exception):
@@ -65,7 +108,7 @@ class Results:
 
     def put(self, name: str, system: str, measured: Measured) -> None:
         for key, value in measured.figures.items():
-            assert key in METRIC_KEYS, key
+            metric(key)  # a key no measurement produces is a bug
             self.figures.setdefault(key, {})[system] = Cell(value=value)
         self.details.setdefault(name, {})[system] = measured.details
 

@@ -20,11 +20,20 @@ from .ceiling import pgbench_ceiling, psycopg_ceiling
 from .db import fresh_database
 from .latency import latency
 from .measure import drain, startup
-from .results import KONGTASK_KINDS, METRICS, Measured, Results, Unavailable
+from .results import (
+    BATCHED_CEILINGS,
+    CEILING_CONNECTIONS,
+    CEILINGS,
+    KONGTASK_KINDS,
+    LATENCY_METRICS,
+    Measured,
+    Results,
+    Unavailable,
+)
 from .server import Server
 from .workers import WorkerCommand
 
-MEASUREMENTS = ("startup", "drain", "memory", "latency", "ceiling")
+MEASUREMENTS = ("startup", "drain", "latency", "ceiling")
 
 #: The workers of a side-by-side measurement: system -> (how to start it, its database URL).
 _Workers = Mapping[str, tuple[WorkerCommand, str]]
@@ -38,6 +47,7 @@ class Settings:
     startup_repeats: int
     rounds: int
     only: frozenset[str]
+    jobs_list: tuple[int, ...]  # the --jobs values each kongtask kind drains at
 
 
 @dataclass
@@ -66,31 +76,29 @@ class Suite:
         if "startup" in only:
             self._side_by_side("startup", ("startup_s",), self._startup)
         for round_ in range(1, self.settings.rounds + 1):
-            if self.settings.rounds > 1 and only & {"ceiling", "drain", "memory"}:
+            if self.settings.rounds > 1 and only & {"ceiling", "drain"}:
                 self.say(f"  drains, round {round_} of {self.settings.rounds}")
             self._drains(round_)
         self._keep_best_rounds()
         if "latency" in only:
-            latency_metrics = tuple(m.key for m in METRICS if m.key.startswith("latency_"))
+            latency_metrics = tuple(m.key for m in LATENCY_METRICS)
             self._side_by_side("latency", latency_metrics, self._latency)
         return self.results
 
     def _drains(self, round_: int) -> None:
+        """One round: by ``--jobs`` (connections, for the ceiling), the ceiling first, then Node (at 1),
+        then the two kongtask kinds."""
         only = self.settings.only
         kinds = KONGTASK_KINDS if round_ % 2 else KONGTASK_KINDS[::-1]
-        if "ceiling" in only:
-            self._ceiling(1)
-        if only & {"drain", "memory"}:
-            for system in ("node", *kinds):
-                self._measure("drain_j1", system, ("drain_j1", "cpu_j1", "rss_j1"), self._drain(1))
-        if "ceiling" in only:
-            self._ceiling(4)
-        if "drain" in only:
-            for system in kinds:
-                self._measure("drain_j4", system, ("drain_j4",), self._drain(4))
-        if "memory" in only:
-            for system in kinds:
-                self._measure("drain_j8", system, ("drain_j8", "rss_j8"), self._drain(8))
+        ceiling = CEILING_CONNECTIONS if "ceiling" in only else ()
+        drains = self.settings.jobs_list if "drain" in only else ()
+        for jobs in sorted({*ceiling, *drains}):
+            if jobs in ceiling:
+                self._ceiling(jobs)
+            if jobs in drains:
+                name = f"drain_j{jobs}"
+                for system in ("node", *kinds) if jobs == 1 else kinds:
+                    self._measure(name, system, (name, f"cpu_j{jobs}", f"rss_j{jobs}"), self._drain(jobs))
 
     def _startup(self, workers: _Workers) -> dict[str, Measured | Unavailable]:
         return startup(workers, self.settings.startup_repeats, self.scratch)
@@ -102,10 +110,20 @@ class Suite:
         return latency(workers, self.settings.latency_samples, self.settings.latency_warmup, self.scratch)
 
     def _ceiling(self, connections: int) -> None:
-        count = self.settings.jobs_count
         name = f"drain_j{connections}"
-        self._measure(name, "psycopg", (name,), lambda _, url: psycopg_ceiling(url, count, connections))
-        self._measure(name, "pgbench", (name,), lambda _, url: pgbench_ceiling(url, count, connections, self.scratch))
+        for system in CEILINGS:
+            self._measure(name, system, (name,), self._ceiling_run(system, connections))
+
+    def _ceiling_run(self, system: str, connections: int) -> Callable[[str, str], Measured]:
+        count = self.settings.jobs_count
+        form = "batched" if system in BATCHED_CEILINGS else "single"
+
+        def run(_: str, url: str) -> Measured:
+            if system.startswith("psycopg"):
+                return psycopg_ceiling(url, count, connections, form)
+            return pgbench_ceiling(url, count, connections, self.scratch, form)
+
+        return run
 
     def _measure(self, name: str, system: str, metrics: tuple[str, ...], run: Callable[[str, str], Measured]) -> None:
         """One round of one drain of one system, on a database of its own."""
@@ -123,7 +141,7 @@ class Suite:
 
     def _keep_best_rounds(self) -> None:
         for (name, system), rounds in self._rounds.items():
-            primary = name  # a drain's name is its throughput metric: drain_j1, drain_j4, drain_j8
+            primary = name  # a drain's name is its throughput metric: drain_j1, drain_j4, ...
             done = [outcome for outcome in rounds.outcomes if isinstance(outcome, Measured)]
             if not done:
                 self.results.miss(name, system, rounds.metrics, str(rounds.outcomes[0]))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 from .results import Unavailable
 
 BENCH_DIR = Path(__file__).resolve().parent
+LAUNCHER = BENCH_DIR / "launch.py"
 #: kongtask is measured twice, as two systems: with ``async def`` tasks and with plain ``def`` twins
 #: of them (what most users write). The same task names in both, so the workers fetch alike.
 KONGTASK_TASKS = BENCH_DIR / "tasks"
@@ -56,29 +55,31 @@ class Exit:
 
 
 def run_to_exit(command: WorkerCommand, url: str, jobs: int, log: Path) -> Exit:
-    """Runs ``--once`` to the end; times it and reads the process's peak RSS from the kernel."""
-    argv = command.argv(url, jobs, once=True)
+    """Runs ``--once`` to the end; times it and reads the process's peak RSS from the kernel.
+
+    The worker is started by bench/launch.py, which waits for it (``wait4``: CPU and peak RSS exact,
+    not sampled) and writes the figures to a file next to the log. See launch.py for why the
+    benchmark does not fork the worker itself.
+    """
+    report = log.with_suffix(".rusage")
+    report.unlink(missing_ok=True)
+    argv = [sys.executable, "-S", str(LAUNCHER), str(report), *command.argv(url, jobs, once=True)]
     with log.open("wb") as out:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=command.cwd, env=command.env(), stdout=out, stderr=subprocess.STDOUT)
-        # wait4 hands back the child's rusage: ru_maxrss is the kernel's high-water mark of its
-        # resident set (what /proc/<pid>/status calls VmHWM), exact rather than sampled.
-        status, rusage = _wait4(proc, RUN_TIMEOUT_S)
+        proc = subprocess.Popen(
+            argv, cwd=command.cwd, env=command.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            proc.wait(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the hung worker under it
+            proc.wait()
         wall = time.perf_counter() - started
-    cpu = rusage.ru_utime + rusage.ru_stime
-    return Exit(wall, cpu, os.waitstatus_to_exitcode(status), rusage.ru_maxrss / 1024, tail(log))
-
-
-def _wait4(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, resource.struct_rusage]:
-    # A blocking wait4 returns the moment the child exits; the timer only kills a hung worker.
-    watchdog = threading.Timer(timeout, proc.kill)
-    watchdog.start()
-    try:
-        _, status, rusage = os.wait4(proc.pid, 0)
-    finally:
-        watchdog.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return status, rusage
+    if proc.returncode != 0 or not report.exists():
+        return Exit(wall, 0.0, proc.returncode or -signal.SIGKILL, 0.0, tail(log))
+    status, worker_wall, user, system, maxrss_kib = report.read_text().split()
+    exit_code = os.waitstatus_to_exitcode(int(status))
+    return Exit(float(worker_wall), float(user) + float(system), exit_code, int(maxrss_kib) / 1024, tail(log))
 
 
 def start(command: WorkerCommand, url: str, jobs: int, log: Path, **env: str) -> subprocess.Popen[bytes]:
