@@ -50,6 +50,10 @@ CONNECTION_ERRORS = (psycopg.OperationalError, PoolTimeout)
 #: job that waits this long in the buffer instead of running elsewhere costs little.
 BUFFERED_WORK_S = 0.05
 
+#: A buffered job that waited this long (the workers' pace fell, say slow jobs came after quick
+#: ones) goes back to the database, where another worker may be free for it.
+BUFFER_TTL_S = 1.0
+
 #: How long an outcome may wait for others to share its release statement, while the workers
 #: have jobs to go on with. A named queue's next job waits for its release, so this stays short.
 RELEASE_DELAY_S = 0.005
@@ -116,6 +120,7 @@ class Checkouts:
             "job_expiry": f"{job_expiry_s} seconds",
         }
         self._buffer: collections.deque[Job] = collections.deque()
+        self._fetched_at: dict[int, float] = {}  # of buffered jobs, by id
         self._waiters: collections.deque[asyncio.Future[Job | None]] = collections.deque()
         self._lent: list[Lent] = []
         #: Every job checked out and not yet released or given back, by id.
@@ -145,10 +150,11 @@ class Checkouts:
     async def next_job(self) -> Job | None:
         """The next job to run, waiting for one; None when the worker should stop."""
         if self._buffer and not self._pool.stopping:
-            job = self._buffer.popleft()
-            self._handed_out += 1
-            if len(self._buffer) <= self._target // 2 and self._maybe_due:
-                self._fetch_wanted.set()
+            job = self._take()
+            if self._refill_wanted():
+                # Workers whose tasks never wait would run the whole buffer before the fetcher
+                # gets a turn: let it send the next fetch now, so it overlaps with their work.
+                await asyncio.sleep(0)
             return job
         if self._pool.stopping or self._exhausted:
             return None
@@ -169,11 +175,22 @@ class Checkouts:
         queue behind its current job; register it with :meth:`lent` so it can be taken back."""
         if not self._buffer or self._pool.stopping or self._waiting() or not wanted(self._buffer[0]):
             return None
-        self._handed_out += 1
-        job = self._buffer.popleft()
-        if len(self._buffer) <= self._target // 2 and self._maybe_due:
-            self._fetch_wanted.set()
+        job = self._take()
+        self._refill_wanted()
         return job
+
+    def _take(self) -> Job:
+        job = self._buffer.popleft()
+        self._fetched_at.pop(job.id, None)
+        self._handed_out += 1
+        return job
+
+    def _refill_wanted(self) -> bool:
+        """Wakes the fetcher when the buffer falls to half its aim; says whether it did."""
+        if len(self._buffer) <= self._target // 2 and self._maybe_due and not self._fetch_wanted.is_set():
+            self._fetch_wanted.set()
+            return True
+        return False
 
     def lent(self, item: Lent) -> None:
         self._lent.append(item)
@@ -244,12 +261,19 @@ class Checkouts:
                 if want == 0:
                     self._fetch_wanted.clear()
                     self._parked = True
+                    stale_in = self._stale_in()
                     try:
-                        await asyncio.wait_for(self._fetch_wanted.wait(), poll_interval)
+                        await asyncio.wait_for(self._fetch_wanted.wait(), min(poll_interval, stale_in))
                     except asyncio.TimeoutError:
-                        self._maybe_due = True  # the poll: jobs may have come due without a NOTIFY
+                        if stale_in >= poll_interval:
+                            self._maybe_due = True  # the poll: jobs may have come due without a NOTIFY
                     finally:
                         self._parked = False
+                    if self._stale_in() <= 0:
+                        # The pace that sized the buffer is gone: fetch for waiting workers only,
+                        # until the next fetches measure it again.
+                        self._target = 0
+                        await self._give_back(self._stale_jobs())
                     continue
                 await self._fetch(want)
         finally:
@@ -296,12 +320,14 @@ class Checkouts:
         self._hand_out(fetched)
 
     def _hand_out(self, fetched: list[Job]) -> None:
+        now = time.monotonic()
+        for job in fetched:
+            self._fetched_at[job.id] = now
         self._buffer.extend(fetched)
         while self._buffer and self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(self._buffer.popleft())
-                self._handed_out += 1
+                waiter.set_result(self._take())
         if self._exhausted:
             while self._waiters:
                 waiter = self._waiters.popleft()
@@ -320,9 +346,28 @@ class Checkouts:
         self._fetch_s = fetch_s if self._fetch_s == 0 else (self._fetch_s + fetch_s) / 2
         self._target = min(self._batch_size, round(self._rate * max(BUFFERED_WORK_S, 2 * self._fetch_s)))
 
+    def _stale_in(self) -> float:
+        """Seconds until the oldest buffered job has waited :data:`BUFFER_TTL_S` (inf: none buffered)."""
+        if not self._buffer:
+            return float("inf")
+        return self._fetched_at.get(self._buffer[0].id, 0.0) + BUFFER_TTL_S - time.monotonic()
+
+    def _stale_jobs(self) -> list[Job]:
+        stale: list[Job] = []
+        deadline = time.monotonic() - BUFFER_TTL_S
+        while self._buffer and self._fetched_at.get(self._buffer[0].id, 0.0) <= deadline:
+            stale.append(self._buffer.popleft())
+        return stale
+
     async def _give_back_buffer(self) -> None:
         given = list(self._buffer)
         self._buffer.clear()
+        await self._give_back(given)
+
+    async def _give_back(self, given: list[Job]) -> None:
+        """Gives jobs never started back: their attempt restored, their queue unlocked."""
+        for job in given:
+            self._fetched_at.pop(job.id, None)
         if not given:
             return
         params = {

@@ -16,8 +16,8 @@ HEARTBEAT_INTERVAL = 30.0
 #: A queue locked longer than this (without a heartbeat) is taken to belong to a dead worker.
 #: Four heartbeats: a live worker is never robbed, a dead one's job waits about two minutes.
 JOB_EXPIRY = timedelta(minutes=2)
-#: The most jobs one fetch checks out. The local buffer adapts below it to what the workers take
-#: in about two fetch round trips, so quick jobs go in batches and slow ones are not hoarded.
-BATCH_SIZE = 50
+#: The most jobs one fetch checks out. The local buffer adapts below it to what the workers get
+#: through in about 50 ms, so quick jobs go in large batches and slow ones are not hoarded.
+BATCH_SIZE = 500
 #: Seconds a task may run before it is failed; ``None`` means no limit.
 TASK_TIMEOUT: float | None = None

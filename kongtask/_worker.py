@@ -8,6 +8,7 @@ the worker when to stop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import math
@@ -38,6 +39,10 @@ ERROR_MESSAGE_LIMIT = 8192
 
 #: The longest stack logged with a failure (characters); its head and tail are kept.
 STACK_LIMIT = 16384
+
+#: How many buffered def jobs a busy worker queues in its thread behind the running one. Each is
+#: taken back for a worker that becomes free, or on a stop, unless the thread has started it.
+LOOKAHEAD = 8
 
 #: After a task is cancelled (timeout, forced stop), how long it may take to wind down before the
 #: worker moves on without it.
@@ -288,9 +293,9 @@ class Worker:
         self._thread: _TaskThread | None = None
         # The next def job, handed to the thread while the current one runs, so that the thread
         # goes from job to job without waiting for the loop; and one taken back from it.
-        self._ahead: _Submission | None = None
+        self._ahead: collections.deque[_Submission] = collections.deque()
         self._started_ahead: _Submission | None = None
-        self._in_hand: Job | None = None
+        self._in_hand: collections.deque[Job] = collections.deque()
         self._task: WorkerTask | None = None
         self._abort_reason: str | None = None
         self._interruptible = False  # awaiting a task: abort() and the timeout may interrupt it
@@ -314,15 +319,14 @@ class Worker:
                 self._thread.retire()
 
     async def _next_job(self) -> Job | None:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
+        while self._ahead:
+            ahead = self._ahead.popleft()
             self._checkouts.unlend(ahead)
             if not ahead.taken_back:
                 self._started_ahead = ahead
                 return ahead.job
-        if self._in_hand is not None:
-            job, self._in_hand = self._in_hand, None
-            return job
+        if self._in_hand:
+            return self._in_hand.popleft()
         return await self._checkouts.next_job()
 
     def abort(self, reason: str) -> None:
@@ -426,18 +430,21 @@ class Worker:
         return result
 
     def _look_ahead(self) -> None:
-        """Hands the thread the next buffered def job now, to start as soon as the current one ends."""
-        if self._ahead is not None or self._thread is None or self._abort_reason is not None:
-            return
-        job = self._checkouts.lend(self._runs_in_thread)
-        if job is None:
+        """Hands the thread the next buffered def jobs now, to start each as soon as the one
+        before it ends: the thread then runs a run of quick jobs without waiting for the loop."""
+        if self._thread is None or self._abort_reason is not None:
             return
         assert self._task is not None
-        task = self._config.tasks[job.task_identifier]
-        self._ahead = _Submission(job, self._task.get_loop().create_future(), task, job.payload,
-                                  SyncHelpers(job, self._resources))
-        self._checkouts.lent(self._ahead)
-        self._thread.submit(self._ahead)
+        while len(self._ahead) < LOOKAHEAD:
+            job = self._checkouts.lend(self._runs_in_thread)
+            if job is None:
+                return
+            task = self._config.tasks[job.task_identifier]
+            item = _Submission(job, self._task.get_loop().create_future(), task, job.payload,
+                               SyncHelpers(job, self._resources))
+            self._ahead.append(item)
+            self._checkouts.lent(item)
+            self._thread.submit(item)
 
     def _runs_in_thread(self, job: Job) -> bool:
         return job.task_identifier not in self._config.async_tasks and not isinstance(
@@ -449,10 +456,11 @@ class Worker:
         if job.task_identifier not in self._config.async_tasks and self._thread is not None:
             self._thread.retire()
             self._thread = None
-            # The job handed to it ahead runs elsewhere, unless the thread already started it.
-            if self._ahead is not None and self._ahead.take_back():
-                self._checkouts.unlend(self._ahead)
-                self._in_hand, self._ahead = self._ahead.job, None
+            # The jobs handed to it ahead run elsewhere, unless the thread already started them.
+            for item in self._ahead:
+                if item.take_back():
+                    self._checkouts.unlend(item)
+                    self._in_hand.append(item.job)
 
 
 def _job_fields(job: Job, duration_ms: float, error: str | None = None) -> dict[str, Any]:

@@ -213,8 +213,11 @@ def test_buffered_jobs_are_given_back_at_once_on_a_graceful_stop(migrated_url: s
     assert query_rows(migrated_url, "select count(*) from graphile_worker.jobs") == [(0,)]
 
 
-def test_buffered_jobs_keep_their_queues_locked_past_the_expiry(migrated_url: str, buffer_of: Any) -> None:
+def test_buffered_jobs_keep_their_queues_locked_past_the_expiry(
+    migrated_url: str, buffer_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     buffer_of(3)
+    monkeypatch.setattr(_checkouts, "BUFFER_TTL_S", 60.0)  # held in the buffer for longer than the expiry
     gate = asyncio.Event()
 
     async def task(payload: Any, helpers: kongtask.Helpers) -> None:
@@ -433,3 +436,33 @@ def test_def_jobs_queued_behind_a_running_one_are_given_back_on_a_stop(migrated_
     asyncio.run(scenario())
     assert ran == ["slow"]
     assert query_rows(migrated_url, "select task_identifier, attempts from graphile_worker.jobs") == [("quick", 0)] * 2
+
+
+def test_buffered_jobs_that_wait_too_long_go_back_for_other_workers(
+    migrated_url: str, buffer_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quick jobs filled the buffer, then a slow one holds the only worker: what waits behind it
+    past the buffer's time to live is given back, for any worker to take."""
+    buffer_of(3, from_the_first_fetch=True)
+    monkeypatch.setattr(_checkouts, "BUFFER_TTL_S", 0.3)
+    gate = asyncio.Event()
+
+    async def slow(payload: Any, helpers: kongtask.Helpers) -> None:
+        await gate.wait()
+
+    async def scenario() -> None:
+        await add_job_to(migrated_url, "slow")
+        for _ in range(3):
+            await add_job_to(migrated_url, "quick")
+        runner = await kongtask.run(task_list={"slow": slow, "quick": slow}, connection_string=migrated_url,
+                                    batch_size=10)
+        try:
+            await wait_until_async(lambda: len(_locked(migrated_url)) == 4, what="slow running, three buffered")
+            await wait_until_async(lambda: len(_locked(migrated_url)) == 1, what="the buffered jobs to go back")
+            assert query_rows(migrated_url, "select task_identifier, attempts from graphile_worker.jobs"
+                                            " where task_identifier = 'quick'") == [("quick", 0)] * 3
+        finally:
+            gate.set()
+            await runner.stop()
+
+    asyncio.run(scenario())
