@@ -130,3 +130,21 @@ def test_the_worker_refuses_a_modern_database_in_one_line(db_url: str) -> None:
         "this database holds graphile-worker's 0.18 schema (migration 20) in schema 'graphile_worker'; "
         "kongtask's worker runs on the v0.1.0 schema only so far; use a database at migration 1"
     )
+
+
+def test_the_0_18_statements_file_and_its_declarations_agree() -> None:
+    from kongtask._schema import v0_18
+    from kongtask._schema.v0_1 import read_named_blocks
+
+    assert set(read_named_blocks("v0_18.sql")) == v0_18.statement_names()
+    rendered = v0_18.schema_named('odd "name"')
+    assert '"odd ""name"""' in rendered.applied_migrations
+
+
+def test_the_admin_functions_refuse_a_modern_database_in_one_line(db_url: str) -> None:
+    from kongtask import admin
+
+    _migrate(db_url, "latest")
+    for call in (admin.list_jobs(connection_string=db_url), admin.retry_job(1, connection_string=db_url)):
+        with pytest.raises(MigrationError, match=r"^this database holds graphile-worker's 0.18 schema \(migration 20\)"):
+            asyncio.run(call)
