@@ -23,7 +23,7 @@ from ._options import ResolvedOptions, RunOptions
 from ._outages import Backoff
 from ._schema import held_by, schema_named
 from ._schema.jobs import register_tolerant_loaders
-from ._schema.migrate import migrate_connection
+from ._schema.migrate import load_migrations, migrate_connection, resolve_target
 from ._worker import WorkerConfig
 from ._worker_pool import Runner
 from .errors import ConfigurationError, ConnectionFailed
@@ -188,9 +188,17 @@ async def migrate(
     connection_string: str | None = None,
     pool: AsyncConnectionPool | None = None,
     schema: str = _defaults.SCHEMA,
+    to: int | str | None = None,
 ) -> list[int]:
-    """Brings the database to the newest schema; returns the numbers of the migrations applied."""
+    """Brings the database to migration ``to``; returns the numbers of the migrations applied.
+
+    By default (``None``) that is graphile-worker v0.1.0's schema (migration 1), the one kongtask's
+    worker runs on. ``"latest"`` (or 20) is graphile-worker 0.18's schema: opt in only when every
+    worker sharing the database can run on it (see the README). A database past ``to`` is left as it
+    is; kongtask never downgrades.
+    """
     resolve_connection_string(pool, connection_string)
     schema_named(schema)  # a bad schema name fails before any connection
+    resolve_target(to, load_migrations()[-1].number)  # and a bad target too
     async with _connections.borrow(connection_string, pool) as conn:
-        return await migrate_connection(conn, schema)
+        return await migrate_connection(conn, schema, to=to)

@@ -1,13 +1,14 @@
 """Looking after stuck and failed jobs: list, unlock, retry, reschedule, delete.
 
 Plain SQL on the v0.1.0 tables (no schema of their own), so they work on any graphile-worker
-v0.1.0 database, whoever migrated it. Each function takes ``connection_string`` (default
+v0.1.0 database, whoever migrated it; a database past migration 1 (upstream 0.18's schema) is
+refused in one line, as the worker refuses it. Each function takes ``connection_string`` (default
 ``DATABASE_URL``), ``pool`` or ``connection``, and ``schema``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -17,7 +18,7 @@ from psycopg.rows import class_row, tuple_row
 from . import _defaults
 from ._connections import borrow
 from ._job import Job
-from ._schema import schema_named
+from ._schema import DatabaseSchema, held_by, schema_named
 from ._schema.jobs import TolerantTimestamptzLoader, fetch_job
 from .errors import ConfigurationError
 
@@ -75,29 +76,37 @@ async def list_jobs(
     params = {
         "state": state, "limit": limit, "task": task, "queue": queue, "known_tasks": sorted(known_tasks or ()),
     }
+    schema_named(schema)  # a bad schema name fails before any connection
     async with borrow(**target) as conn, conn.cursor(row_factory=class_row(JobSummary)) as cur:
+        database = await held_by(conn, schema)
         cur.adapters.register_loader("timestamptz", _NoneForUnrepresentable)
-        await cur.execute(schema_named(schema).list_jobs, params)
+        await cur.execute(database.list_jobs, params)
         return await cur.fetchall()
 
 
 async def unlock_worker(worker_id: str, *, schema: str = _defaults.SCHEMA, **target: Any) -> list[str]:
     """Releases every queue ``worker_id`` holds (a worker you know is dead); returns their names."""
+    schema_named(schema)
     async with borrow(**target) as conn:
+        database = await held_by(conn, schema)
         cursor = conn.cursor(row_factory=tuple_row)
-        await cursor.execute(schema_named(schema).unlock_worker, (worker_id,))
+        await cursor.execute(database.unlock_worker, (worker_id,))
         return [row[0] for row in await cursor.fetchall()]
 
 
-async def _one_job(query: str, params: tuple[Any, ...], target: dict[str, Any]) -> Job | None:
+async def _one_job(
+    statement: Callable[[DatabaseSchema], str], params: tuple[Any, ...], schema: str, target: dict[str, Any]
+) -> Job | None:
+    schema_named(schema)
     # Tolerant: a job added from SQL with run_at 'infinity' must still be retried or deleted.
     async with borrow(**target) as conn:
-        return await fetch_job(conn, (query, params), tolerant=True)
+        database = await held_by(conn, schema)
+        return await fetch_job(conn, (statement(database), params), tolerant=True)
 
 
 async def retry_job(job_id: int, *, schema: str = _defaults.SCHEMA, **target: Any) -> Job | None:
     """Makes a job due now with one more attempt, even one that used up its attempts."""
-    return await _one_job(schema_named(schema).retry_job, (job_id,), target)
+    return await _one_job(lambda db: db.retry_job, (job_id,), schema, target)
 
 
 async def reschedule_job(
@@ -113,9 +122,9 @@ async def reschedule_job(
         raise ConfigurationError("give run_at, priority, or both")
     if run_at is not None and run_at.tzinfo is None:
         raise ConfigurationError(f"run_at {run_at.isoformat()} has no time zone; pass an aware datetime")
-    return await _one_job(schema_named(schema).reschedule_job, (run_at, priority, job_id), target)
+    return await _one_job(lambda db: db.reschedule_job, (run_at, priority, job_id), schema, target)
 
 
 async def delete_job(job_id: int, *, schema: str = _defaults.SCHEMA, **target: Any) -> Job | None:
     """Deletes a job; returns it, or ``None`` when there was no such job."""
-    return await _one_job(schema_named(schema).delete_job, (job_id,), target)
+    return await _one_job(lambda db: db.delete_job, (job_id,), schema, target)

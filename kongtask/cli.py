@@ -509,14 +509,18 @@ async def _add_jobs(settings: Settings, conninfo: str, statements: list[tuple[st
 @_with_options(MIGRATE)
 @click.pass_context
 def migrate(ctx: click.Context, /, **params: Any) -> None:
-    """Create or update kongtask's tables in the database (workers do this too when they start)."""
+    """Create or update kongtask's tables in the database (workers do this too when they start).
+
+    By default this is graphile-worker v0.1.0's schema, the one kongtask's worker runs on; --to latest
+    upgrades to graphile-worker 0.18's schema (see the README before you do).
+    """
     settings = _settings(ctx, MIGRATE, params)
     with _database(settings) as conninfo:
-        applied = _run(kongtask.migrate(connection_string=conninfo, schema=settings.schema))
+        applied = _run(kongtask.migrate(connection_string=conninfo, **config.library_arguments(settings, MIGRATE)))
     if applied:
         log.info("schema %s migrated: applied %s", settings.schema, ", ".join(f"{n:06d}" for n in applied))
     else:
-        log.info("schema %s is up to date", settings.schema)
+        log.info("schema %s is up to date: nothing to apply", settings.schema)
 
 
 @cli.group()

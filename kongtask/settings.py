@@ -148,6 +148,16 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _migration_target(value: Any) -> int | str:
+    from ._schema.migrate import LATEST, load_migrations, resolve_target  # the files, only when given
+
+    try:
+        number = resolve_target(value if isinstance(value, (int, str)) else str(value), load_migrations()[-1].number)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc).removeprefix(f"cannot migrate to {value!r}: ")) from None
+    return LATEST if isinstance(value, str) and value.strip().lower() == LATEST else number
+
+
 def _name(value: Any) -> str:
     text = _text(value)
     if len(text) > MAX_NAME_LENGTH:
@@ -218,13 +228,14 @@ class Option:
     shown_default: str | None = None  # for --help, when the default is not a plain value
     show: Callable[[Any], str] = str  # a value in the unit users write it in
     secret: bool = False
+    long: str | None = None  # the flag, when it is not derived from the name
     in_config_file: bool = True
     relative_to_config: bool = False
     passes_as: str | None = None  # the library argument that takes the value, if any
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.long or "--" + self.name.replace("_", "-")
 
     @property
     def env_var(self) -> str:
@@ -325,6 +336,13 @@ class Settings:
         None, metavar="N", commands=(ADD_JOB,), parse=_whole_number(1, MAX_ATTEMPTS), shown_default="25",
         passes_as="max_attempts",
         help="How many times the job is tried before it is given up.",
+    )
+    migrate_to: int | str | None = option(
+        None, long="--to", metavar="N|latest", commands=(MIGRATE,), parse=_migration_target, passes_as="to",
+        shown_default="1, graphile-worker v0.1.0's schema",
+        help="The migration to bring the database to: latest (20, graphile-worker 0.18's schema; job ids "
+        "change on the way, and Node graphile-worker 0.1.0 and kongtask's worker cannot run on it yet) or "
+        "a number. A database past it is left as it is.",
     )
     log_level: str = option(
         "info", metavar="LEVEL", commands=_ALL, parse=_choice("debug", "info", "warning", "error"),

@@ -1,11 +1,13 @@
 """Reads a kongtask schema back from pg_catalog as one line per object, bodies left out.
 
 The same description serves the conformance test (against the contract written out in the test) and
-the interop tests (kongtask's catalog against Node graphile-worker's).
+the interop tests (kongtask's catalog against Node graphile-worker's). :func:`describe_v0_18` is the
+0.18 contract's own query (``catalog_v0_18.sql``), compared with ``catalog_v0_18.txt``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -77,3 +79,22 @@ def describe_schema(conn: psycopg.Connection[Any], schema: str = "graphile_worke
     ).fetchall()
     lines.append("migrations " + ",".join(str(row[0]) for row in migrations))
     return sorted(lines)
+
+
+_HERE = Path(__file__).resolve().parent
+
+#: graphile-worker 0.18's catalog, as ``catalog_v0_18.sql`` prints it for a database that
+#: ``graphile-worker@0.18.0 --schema-only`` migrated (a copy of the contract's reference).
+EXPECTED_V0_18 = _HERE / "catalog_v0_18.txt"
+
+
+def describe_v0_18(conn: psycopg.Connection[Any], schema: str = "graphile_worker") -> list[str]:
+    """The 0.18 contract's catalog of ``schema``: one line per object, sorted (``S.`` for the schema)."""
+    query = "\n".join(
+        line for line in (_HERE / "catalog_v0_18.sql").read_text().splitlines() if not line.startswith("--")
+    )
+    return sorted(text for (text,) in conn.execute(query, {"s": schema}).fetchall())
+
+
+def expected_v0_18() -> list[str]:
+    return sorted(line for line in EXPECTED_V0_18.read_text().splitlines() if line)

@@ -32,7 +32,7 @@ from kongtask.errors import MigrationError
 from kongtask._job import Job
 from kongtask._schema.migrate import load_migrations, migrate_connection
 from kongtask.tasks import Task
-from tests.catalog import describe_schema
+from tests.catalog import describe_schema, describe_v0_18
 from tests.cli_support import Background
 from tests.cli_support import kongtask as kongtask_cli
 from tests.node.fixtures import PY_TASK, PY_TIMES_TASK, NodeEnv, node_url, tasks_folder
@@ -374,7 +374,7 @@ def test_graphile_worker_0_17_3_upgrades_a_kongtask_database_and_runs_its_pendin
     cwd = tasks_folder(tmp_path, pending)
 
     node_env.cli("0.17.3", migrated_url, "--schema-only", cwd=cwd)
-    assert _newest_migration(migrated_url) > load_migrations()[-1].number
+    assert _newest_migration(migrated_url) == 19
     assert _count(migrated_url, "jobs") == len(pending)
 
     node_env.cli("0.17.3", migrated_url, "--once", cwd=cwd)
@@ -382,20 +382,78 @@ def test_graphile_worker_0_17_3_upgrades_a_kongtask_database_and_runs_its_pendin
     assert _count(migrated_url, "jobs") == 0
 
 
-def test_kongtask_refuses_a_database_upgraded_by_graphile_worker_0_17_3(
+def test_kongtask_leaves_a_database_graphile_worker_0_17_3_upgraded_as_it_is_and_its_worker_refuses_it(
     node_env: NodeEnv, migrated_url: str, tmp_path: Path
 ) -> None:
     _add_pending_jobs(migrated_url)
     node_env.cli("0.17.3", migrated_url, "--schema-only", cwd=tasks_folder(tmp_path, []))
-    newest = _newest_migration(migrated_url)
     before = _catalog(migrated_url)
 
+    assert _kongtask_migrate(migrated_url) == []  # never downgrades, never upgrades unasked
     with pytest.raises(MigrationError) as refused:
-        _kongtask_migrate(migrated_url)
+        _kongtask_run_once(migrated_url, {"interop_upgrade_plain": _kongtask_record})
 
-    numbers_named = {int(number) for number in re.findall(r"\d+", str(refused.value))}
-    assert {newest, load_migrations()[-1].number} <= numbers_named
+    assert "(migration 19)" in str(refused.value) and "use a database at migration 1" in str(refused.value)
     assert _catalog(migrated_url) == before
+
+
+# --- graphile-worker 0.18.0 and kongtask's own upgrade (kongtask migrate --to latest) ---------
+
+
+def _kongtask_migrate_to_latest(url: str) -> list[int]:
+    async def run() -> list[int]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await migrate_connection(conn, SCHEMA, to="latest")
+
+    return asyncio.run(run())
+
+
+def _catalog_v0_18(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return describe_v0_18(conn, SCHEMA) + [
+            f"migration {number} {breaking}"
+            for number, breaking in conn.execute("select id, breaking from graphile_worker.migrations order by id")
+        ]
+
+
+def test_graphile_worker_0_18_finds_nothing_to_do_on_a_database_kongtask_upgraded(
+    node_env: NodeEnv, migrated_url: str, new_database: Callable[[], str], tmp_path: Path
+) -> None:
+    _add_pending_jobs(migrated_url)
+    assert _kongtask_migrate_to_latest(migrated_url) == list(range(2, 21))
+    ours = _catalog_v0_18(migrated_url)
+
+    node_env.cli("0.18.0", migrated_url, "--schema-only", cwd=tasks_folder(tmp_path / "upgraded", []))
+    assert _catalog_v0_18(migrated_url) == ours
+
+    node_db = new_database()
+    node_env.cli("0.18.0", node_db, "--schema-only", cwd=tasks_folder(tmp_path / "fresh", []))
+    assert _catalog_difference(_catalog_v0_18(node_db), ours) == []
+
+
+def test_kongtask_migrate_to_latest_is_a_no_op_on_a_database_graphile_worker_0_18_migrated(
+    node_env: NodeEnv, db_url: str, tmp_path: Path
+) -> None:
+    node_env.cli("0.18.0", db_url, "--schema-only", cwd=tasks_folder(tmp_path, []))
+    before = _catalog_v0_18(db_url)
+
+    assert _kongtask_migrate_to_latest(db_url) == []
+    assert _kongtask_migrate(db_url) == []
+    assert _catalog_v0_18(db_url) == before
+
+
+def test_graphile_worker_0_18_runs_jobs_kongtask_added_on_v0_1_0_then_upgraded(
+    node_env: NodeEnv, migrated_url: str, tmp_path: Path
+) -> None:
+    pending = _add_pending_jobs(migrated_url)
+    _create_results_table(migrated_url)
+    assert _kongtask_migrate_to_latest(migrated_url) == list(range(2, 21))
+    assert _count(migrated_url, "_private_jobs") == len(pending)
+
+    node_env.cli("0.18.0", migrated_url, "--once", cwd=tasks_folder(tmp_path, pending))
+
+    assert _results(migrated_url) == pending
+    assert _count(migrated_url, "_private_jobs") == 0
 
 
 def test_graphile_worker_0_17_3_upgrades_kongtask_and_node_databases_alike(

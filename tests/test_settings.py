@@ -38,8 +38,10 @@ def test_defaults(tmp_path: Path) -> None:
 def test_every_option_has_an_environment_variable_named_after_it() -> None:
     for opt in options():
         assert opt.env_var == "KONGTASK_" + opt.name.upper()
-        assert opt.flag == "--" + opt.name.replace("_", "-")
+        # The flag is the name, unless declared shorter for one command (migrate's --to).
+        assert opt.flag == (opt.long or "--" + opt.name.replace("_", "-"))
         assert set(opt.commands) <= set(COMMANDS)
+    assert [(o.name, o.flag) for o in options() if o.long] == [("migrate_to", "--to")]
 
 
 def _keywords_taken_by(fn: object) -> set[str]:

@@ -4,10 +4,12 @@
   rules every schema name follows;
 - :mod:`.v0_1` and ``v0_1.sql``: the v0.1.0 generation, its statements and capabilities;
 - :mod:`.jobs`: the job calls from Python (add, get, complete, fail) and row decoding;
+- :mod:`.v0_18` and ``v0_18.sql``: upstream 0.18's schema, so far only as a migration target;
 - :mod:`.migrate` and ``migrations/``: the numbered migrations, one history for every generation.
 
-A second generation (upstream 0.18) is one more module beside ``v0_1`` whose class satisfies
-:class:`DatabaseSchema`, one more entry in :data:`GENERATIONS`, and its migrations after 000001.
+The worker for the 0.18 schema is one more class beside ``SchemaV0_1`` that satisfies
+:class:`DatabaseSchema`, and one more entry in :data:`GENERATIONS`; until then :func:`held_by`
+refuses a database past migration 1.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
+from ..errors import MigrationError
 from . import v0_1
 from .generation import Capabilities, DatabaseSchema
+from .migrate import describe_level
 
 __all__ = ["GENERATIONS", "Capabilities", "DatabaseSchema", "held_by", "schema_named"]
 
@@ -45,4 +49,7 @@ async def held_by(conn: psycopg.AsyncConnection[Any], name: str) -> DatabaseSche
     for last_migration, named in GENERATIONS:
         if latest <= last_migration:
             return named(name)
-    raise AssertionError(f"migration {latest} is newer than every generation; migrate refuses such a database")
+    raise MigrationError(
+        f"this database holds {describe_level(latest)} (migration {latest}) in schema {name!r}; kongtask's "
+        f"worker runs on the v0.1.0 schema only so far; use a database at migration {GENERATIONS[-1][0]}"
+    )

@@ -1,4 +1,5 @@
-"""Brings a database to the newest schema kongtask knows, safely under concurrency.
+"""Brings a database to the schema asked for, safely under concurrency: graphile-worker v0.1.0's
+(migration 1, the default) or, when asked, a later one up to graphile-worker 0.18's (migration 20).
 
 The migrations are the numbered files ``migrations/NNNNNN.sql`` beside this module. Each is applied once, in order, and
 recorded in ``<schema>.migrations``; a database already migrated by graphile-worker is accepted as
@@ -8,6 +9,7 @@ it is, because the same numbers mean the same schema.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -19,9 +21,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from ..errors import MigrationError
+from ..errors import ConfigurationError, MigrationError
+from . import v0_1, v0_18
 from .generation import MIGRATION_SCHEMA_TOKEN
-from .v0_1 import INSTALL_EXTENSIONS, schema_named
+from .v0_1 import INSTALL_EXTENSIONS
 
 log = logging.getLogger("kongtask.migrate")
 
@@ -206,20 +209,100 @@ def load_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.number)
 
 
-async def migrate_connection(conn: psycopg.AsyncConnection[Any], schema: str) -> list[int]:
-    """Applies the pending migrations over ``conn`` and returns their numbers.
+#: What ``to=`` may say besides a migration number: the newest kongtask knows.
+LATEST = "latest"
 
-    Everything happens in one transaction under an advisory lock, so many processes starting at
-    once apply each migration exactly once, and a refused database is left untouched.
+
+def resolve_target(to: int | str | None, newest_known: int) -> int:
+    """The migration number ``to`` names: ``None`` is the v0.1.0 schema (migration 1), kongtask's
+    default; ``"latest"`` the newest kongtask knows; else a number from 1 to that."""
+    if to is None:
+        return v0_1.LAST_MIGRATION
+    if isinstance(to, str) and to.strip().lower() == LATEST:
+        return newest_known
+    try:
+        number = int(to)
+    except (TypeError, ValueError):
+        number = 0
+    if isinstance(to, bool) or not 1 <= number <= newest_known:
+        raise ConfigurationError(
+            f"cannot migrate to {to!r}: give {LATEST!r} or a migration number from 1 to {newest_known} "
+            f"(1 is graphile-worker v0.1.0's schema, {newest_known} its 0.18 schema)"
+        )
+    return number
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """The migrations a database records: the newest, and the newest breaking one."""
+
+    latest: int
+    latest_breaking: int
+    has_breaking_column: bool
+
+
+async def _read_applied(cursor: psycopg.AsyncCursor[Any], schema: str, newest_known: int) -> _Applied:
+    v01, v018 = v0_1.schema_named(schema), v0_18.schema_named(schema)
+    await cursor.execute(v018.migrations_columns, (f"{v01.quoted_schema}.migrations",))
+    row = await cursor.fetchone()
+    has_column = bool(row and row[0])
+    if has_column:
+        await cursor.execute(v018.applied_migrations_breaking, ())
+        rows = [(number, bool(breaking)) for number, breaking in await cursor.fetchall()]
+    else:
+        # A table from before the column: the known breaking ones, and any unknown one to be safe.
+        await cursor.execute(v018.applied_migrations, ())
+        rows = [(number, number in v0_18.BREAKING_MIGRATIONS or number > newest_known)
+                for (number,) in await cursor.fetchall()]
+    latest = max((number for number, _ in rows), default=0)
+    latest_breaking = max((number for number, breaking in rows if breaking), default=0)
+    return _Applied(latest, latest_breaking, has_column)
+
+
+def _check_not_newer(applied: _Applied, schema: str, newest_known: int) -> None:
+    if applied.latest_breaking > newest_known:
+        raise MigrationError(
+            f"database schema {schema!r} is at migration {applied.latest}, which includes breaking "
+            f"migration {applied.latest_breaking}, newer than the newest this kongtask knows "
+            f"({newest_known}); upgrade kongtask, or use another --schema"
+        )
+    if applied.latest > newest_known:
+        log.warning(
+            "database schema %s is at migration %d, newer than the newest this kongtask knows (%d); "
+            "the newer ones are not breaking, so kongtask carries on",
+            schema, applied.latest, newest_known,
+        )
+
+
+def describe_level(latest: int) -> str:
+    """Which schema a database at migration ``latest`` holds, in words."""
+    if latest <= v0_1.LAST_MIGRATION:
+        return "graphile-worker v0.1.0's schema"
+    if latest >= v0_18.LAST_MIGRATION:
+        return "graphile-worker's 0.18 schema"
+    return "a schema between graphile-worker v0.1.0's and 0.18's"
+
+
+async def migrate_connection(
+    conn: psycopg.AsyncConnection[Any], schema: str, *, to: int | str | None = None
+) -> list[int]:
+    """Brings the database to migration ``to`` (see :func:`resolve_target`; by default the v0.1.0
+    schema) over ``conn``, and returns the numbers of the migrations applied.
+
+    A database already past ``to`` is left as it is: kongtask never downgrades. Each migration runs
+    in a transaction of its own, under an advisory lock, so many processes starting at once apply
+    each exactly once: the number is recorded first, then the migration runs, then
+    ``worker:migrate`` is notified, then it commits. A refused database is left untouched.
     """
-    queries = schema_named(schema)
+    queries = v0_1.schema_named(schema)
     migrations = load_migrations()
     newest_known = migrations[-1].number
-    applied: list[int] = []
+    target = resolve_target(to, newest_known)
+    lock_key = f"kongtask-migrate:{schema}"
     # Plain tuples whatever the connection's row factory (a caller's pool may use dict rows).
     cursor = conn.cursor(row_factory=tuple_row)
     async with conn.transaction():
-        await cursor.execute(queries.migration_lock, (f"kongtask-migrate:{schema}",))
+        await cursor.execute(queries.migration_lock, (lock_key,))
         await cursor.execute(queries.migrations_table, (f"{queries.quoted_schema}.migrations",))
         table = await cursor.fetchone()
         if table is None or table[0] is None:
@@ -227,21 +310,63 @@ async def migrate_connection(conn: psycopg.AsyncConnection[Any], schema: str) ->
             await conn.execute(INSTALL_EXTENSIONS)
             await conn.execute(queries.create_schema, ())
             await conn.execute(queries.create_migrations_table, ())
-            latest = 0
-        else:
+        applied = await _read_applied(cursor, schema, newest_known)
+        _check_not_newer(applied, schema, newest_known)
+    if applied.latest >= target:
+        if applied.latest > target:
+            log.info(
+                "schema %s is at migration %d (%s); kongtask never downgrades, so it stays there",
+                schema, applied.latest, describe_level(applied.latest),
+            )
+        return []
+    done: list[int] = []
+    for migration in migrations:
+        if applied.latest < migration.number <= target and await _apply(conn, cursor, schema, migration, lock_key):
+            done.append(migration.number)
+    return done
+
+
+async def _apply(
+    conn: psycopg.AsyncConnection[Any], cursor: psycopg.AsyncCursor[Any], schema: str, migration: Migration,
+    lock_key: str,
+) -> bool:
+    """Applies one migration in a transaction of its own; False when another process already had."""
+    queries, modern = v0_1.schema_named(schema), v0_18.schema_named(schema)
+    breaking = migration.number in v0_18.BREAKING_MIGRATIONS
+    try:
+        async with conn.transaction():
+            await cursor.execute(queries.migration_lock, (lock_key,))
             await cursor.execute(queries.latest_migration, ())
             row = await cursor.fetchone()
-            latest = row[0] if row else 0
-        if latest > newest_known:
-            raise MigrationError(
-                f"database schema {schema!r} is at migration {latest}, newer than the newest this "
-                f"kongtask knows ({newest_known}); upgrade kongtask, or use another --schema"
-            )
-        for migration in migrations:
-            if migration.number <= latest:
-                continue
+            if row is not None and row[0] >= migration.number:
+                return False  # another kongtask applied it while this one waited for the lock
+            has_column = migration.number > v0_1.LAST_MIGRATION
+            if has_column:
+                await cursor.execute(modern.add_breaking_column, ())
+                await cursor.execute(modern.mark_breaking, (sorted(v0_18.BREAKING_MIGRATIONS),))
+                await cursor.execute(modern.record_migration, (migration.number, breaking))
+            else:
+                await cursor.execute(queries.record_migration, (migration.number,))
             log.info("applying migration %06d to schema %s", migration.number, schema)
             await conn.execute(migration.for_schema(schema))
-            await conn.execute(queries.record_migration, (migration.number,))
-            applied.append(migration.number)
-    return applied
+            notice = json.dumps({"migrationNumber": migration.number, "breaking": breaking}, separators=(",", ":"))
+            await cursor.execute(modern.notify_migrated, (notice,))
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name != "migrations_pkey":
+            raise
+        # A migrator without kongtask's lock (a Node graphile-worker) recorded it first.
+        log.debug("migration %06d of schema %s was applied by another process", migration.number, schema)
+        return False
+    except psycopg.DatabaseError as exc:
+        if exc.sqlstate != _LOCKED_JOBS:
+            raise
+        raise MigrationError(
+            f"migration {migration.number} cannot run while jobs are locked: stop every worker on schema "
+            f"{schema!r} (let running jobs finish), unlock what dead workers left with `kongtask jobs "
+            "unlock WORKER_ID`, then migrate again"
+        ) from None
+    return True
+
+
+#: The SQLSTATE that migration 11 raises when a job is locked.
+_LOCKED_JOBS = "KT011"

@@ -42,20 +42,31 @@ _SENT_AS_WRITTEN = frozenset({"migration_lock", "install_extensions"})
 
 
 @functools.cache
-def named_statements() -> dict[str, str]:
-    """The named blocks of ``v0_1.sql``, read once: ``{name: template}``, comment lines dropped."""
-    text = (resources.files("kongtask._schema") / "v0_1.sql").read_text(encoding="utf-8")
+def read_named_blocks(filename: str) -> dict[str, str]:
+    """The named blocks of one statements file beside this module, read once: ``{name: template}``,
+    comment lines dropped."""
+    text = (resources.files("kongtask._schema") / filename).read_text(encoding="utf-8")
     blocks: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in text.splitlines():
         if line.startswith("-- name: "):
             name = line.removeprefix("-- name: ").strip()
             if name in blocks:
-                raise AssertionError(f"v0_1.sql names {name} twice")
+                raise AssertionError(f"{filename} names {name} twice")
             current = blocks[name] = []
         elif current is not None and not line.lstrip().startswith("--"):
             current.append(line)
     return {name: "\n".join(lines).strip() for name, lines in blocks.items()}
+
+
+def named_statements() -> dict[str, str]:
+    """The named blocks of ``v0_1.sql``, read once: ``{name: template}``, comment lines dropped."""
+    return read_named_blocks("v0_1.sql")
+
+
+def render_statement(template: str, schema: str) -> str:
+    """``template`` with ``{schema}`` (and ``{channel}``) filled in, to run with parameters."""
+    return _render(template, schema, channel=JOBS_INSERT_CHANNEL)
 
 
 class SchemaV0_1:
@@ -111,7 +122,7 @@ class SchemaV0_1:
             raise AssertionError(f"v0_1.sql lacks {sorted(missing)}")
         for name in declared:
             template = templates[name]
-            rendered = template if name in _SENT_AS_WRITTEN else _render(template, schema, channel=JOBS_INSERT_CHANNEL)
+            rendered = template if name in _SENT_AS_WRITTEN else render_statement(template, schema)
             setattr(self, name, rendered)
 
     @functools.cache  # noqa: B019 - one SchemaV0_1 per schema name lives for the process

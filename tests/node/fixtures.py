@@ -42,6 +42,12 @@ PACKAGES: dict[str, dict[str, Any]] = {
         "private": True,
         "dependencies": {"graphile-worker": "0.17.3"},
     },
+    # The schema kongtask's migrations 2..20 build, on request (kongtask migrate --to latest).
+    "0.18.0": {
+        "name": "kongtask-interop-graphile-worker-0-18-0",
+        "private": True,
+        "dependencies": {"graphile-worker": "0.18.0"},
+    },
 }
 
 #: Seconds before a Node process counts as hung; a hang then fails the test instead of blocking.
@@ -192,7 +198,7 @@ def tasks_folder(cwd: Path, task_names: Iterable[str], template: str = "record_p
 
 @pytest.fixture(scope="session")
 def node_env() -> NodeEnv:
-    """Node with graphile-worker 0.1.0 and 0.17.3 installed; skips where node or npm is missing."""
+    """Node with graphile-worker 0.1.0, 0.17.3 and 0.18.0 installed; skips where node or npm is missing."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node not found on PATH; install Node.js (with npm) to run the graphile-worker interop tests")

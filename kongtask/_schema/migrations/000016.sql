@@ -1,0 +1,176 @@
+-- kongtask migration 16 (breaking): the tables become private (_private_*), reached by clients
+-- only through the functions, which are redefined over the new names (migration 17 adds the jobs
+-- view for reading).
+
+alter table :KONGTASK_SCHEMA.jobs rename to _private_jobs;
+alter table :KONGTASK_SCHEMA.job_queues rename to _private_job_queues;
+alter table :KONGTASK_SCHEMA.tasks rename to _private_tasks;
+alter table :KONGTASK_SCHEMA.known_crontabs rename to _private_known_crontabs;
+
+drop function :KONGTASK_SCHEMA.add_job(text, json, text, timestamptz, integer, text, integer, text[], text);
+create function :KONGTASK_SCHEMA.add_job(
+  identifier text,
+  payload json default null,
+  queue_name text default null,
+  run_at timestamptz default null,
+  max_attempts integer default null,
+  job_key text default null,
+  priority integer default null,
+  flags text[] default null,
+  job_key_mode text default 'replace'
+) returns :KONGTASK_SCHEMA._private_jobs as $$
+declare
+  v_job :KONGTASK_SCHEMA._private_jobs;
+begin
+  if job_key is null or job_key_mode is null or job_key_mode in ('replace', 'preserve_run_at') then
+    select * into v_job
+      from :KONGTASK_SCHEMA.add_jobs(
+        array[cast(row(identifier, payload, queue_name, run_at, max_attempts::smallint, job_key, priority::smallint, flags)
+                   as :KONGTASK_SCHEMA.job_spec)],
+        job_key_mode = 'preserve_run_at'
+      )
+      limit 1;
+    return v_job;
+  elsif job_key_mode = 'unsafe_dedupe' then
+    insert into :KONGTASK_SCHEMA._private_tasks (identifier) values (add_job.identifier)
+      on conflict do nothing;
+    if add_job.queue_name is not null then
+      insert into :KONGTASK_SCHEMA._private_job_queues (queue_name) values (add_job.queue_name)
+        on conflict do nothing;
+    end if;
+    insert into :KONGTASK_SCHEMA._private_jobs as j
+        (job_queue_id, task_id, payload, run_at, max_attempts, key, priority, flags)
+      select q.id, t.id, coalesce(add_job.payload, '{}'::json), coalesce(add_job.run_at, now()),
+             coalesce(add_job.max_attempts::smallint, 25), add_job.job_key, coalesce(add_job.priority::smallint, 0),
+             (select jsonb_object_agg(f, true) from unnest(add_job.flags) as f)
+        from :KONGTASK_SCHEMA._private_tasks as t
+        left join :KONGTASK_SCHEMA._private_job_queues as q on q.queue_name = add_job.queue_name
+        where t.identifier = add_job.identifier
+      -- An update, not "do nothing", so that the existing job is returned.
+      on conflict (key) do update set revision = j.revision + 1, updated_at = now()
+      returning * into v_job;
+    return v_job;
+  else
+    raise exception 'Invalid job_key_mode value, expected ''replace'', ''preserve_run_at'' or ''unsafe_dedupe''.'
+      using errcode = 'GWBKM';
+  end if;
+end;
+$$ language plpgsql;
+
+drop function :KONGTASK_SCHEMA.add_jobs(:KONGTASK_SCHEMA.job_spec[], boolean);
+create function :KONGTASK_SCHEMA.add_jobs(
+  specs :KONGTASK_SCHEMA.job_spec[],
+  job_key_preserve_run_at boolean default false
+) returns setof :KONGTASK_SCHEMA._private_jobs as $$
+begin
+  insert into :KONGTASK_SCHEMA._private_tasks (identifier)
+    select distinct s.identifier from unnest(specs) as s
+    on conflict do nothing;
+  insert into :KONGTASK_SCHEMA._private_job_queues (queue_name)
+    select distinct s.queue_name from unnest(specs) as s where s.queue_name is not null
+    on conflict do nothing;
+
+  update :KONGTASK_SCHEMA._private_jobs as j
+    set key = null, attempts = j.max_attempts, updated_at = now()
+    from unnest(specs) as s
+    where s.job_key is not null and j.key = s.job_key and j.is_available is not true;
+
+  return query
+    insert into :KONGTASK_SCHEMA._private_jobs as j
+        (job_queue_id, task_id, payload, run_at, max_attempts, key, priority, flags)
+      select q.id, t.id, coalesce(s.payload, '{}'::json), coalesce(s.run_at, now()),
+             coalesce(s.max_attempts, 25), s.job_key, coalesce(s.priority, 0),
+             (select jsonb_object_agg(f, true) from unnest(s.flags) as f)
+        from unnest(specs) as s
+        inner join :KONGTASK_SCHEMA._private_tasks as t on t.identifier = s.identifier
+        left join :KONGTASK_SCHEMA._private_job_queues as q on q.queue_name = s.queue_name
+    on conflict (key) do update
+      set job_queue_id = excluded.job_queue_id,
+          task_id = excluded.task_id,
+          payload = case
+            when json_typeof(j.payload) = 'array' and json_typeof(excluded.payload) = 'array'
+              then (j.payload::jsonb || excluded.payload::jsonb)::json
+            else excluded.payload
+          end,
+          max_attempts = excluded.max_attempts,
+          run_at = case when job_key_preserve_run_at is true and j.attempts = 0
+                        then j.run_at else excluded.run_at end,
+          priority = excluded.priority,
+          revision = j.revision + 1,
+          flags = excluded.flags,
+          attempts = 0,
+          last_error = null,
+          updated_at = now()
+      where j.locked_at is null
+    returning *;
+end;
+$$ language plpgsql;
+
+drop function :KONGTASK_SCHEMA.complete_jobs(bigint[]);
+create function :KONGTASK_SCHEMA.complete_jobs(job_ids bigint[]) returns setof :KONGTASK_SCHEMA._private_jobs as $$
+  delete from :KONGTASK_SCHEMA._private_jobs as j
+    where j.id = any(job_ids)
+      and (j.locked_at is null or j.locked_at < now() - interval '4 hours')
+    returning *;
+$$ language sql;
+
+drop function :KONGTASK_SCHEMA.force_unlock_workers(text[]);
+create function :KONGTASK_SCHEMA.force_unlock_workers(worker_ids text[]) returns void as $$
+  update :KONGTASK_SCHEMA._private_jobs as j
+    set locked_at = null, locked_by = null
+    where j.locked_by = any(worker_ids);
+  update :KONGTASK_SCHEMA._private_job_queues as q
+    set locked_at = null, locked_by = null
+    where q.locked_by = any(worker_ids);
+$$ language sql;
+
+drop function :KONGTASK_SCHEMA.permanently_fail_jobs(bigint[], text);
+create function :KONGTASK_SCHEMA.permanently_fail_jobs(job_ids bigint[], error_message text default null)
+returns setof :KONGTASK_SCHEMA._private_jobs as $$
+  update :KONGTASK_SCHEMA._private_jobs as j
+    set last_error = coalesce(error_message, 'Manually marked as failed'),
+        attempts = j.max_attempts,
+        updated_at = now()
+    where j.id = any(job_ids)
+      and (j.locked_at is null or j.locked_at < now() - interval '4 hours')
+    returning *;
+$$ language sql;
+
+drop function :KONGTASK_SCHEMA.remove_job(text);
+create function :KONGTASK_SCHEMA.remove_job(job_key text) returns :KONGTASK_SCHEMA._private_jobs as $$
+declare
+  v_job :KONGTASK_SCHEMA._private_jobs;
+begin
+  delete from :KONGTASK_SCHEMA._private_jobs as j
+    where j.key = job_key
+      and (j.locked_at is null or j.locked_at < now() - interval '4 hours')
+    returning * into v_job;
+  if v_job.id is not null then
+    return v_job;
+  end if;
+  update :KONGTASK_SCHEMA._private_jobs as j
+    set key = null, attempts = j.max_attempts, updated_at = now()
+    where j.key = job_key
+    returning * into v_job;
+  return v_job;
+end;
+$$ language plpgsql strict;
+
+drop function :KONGTASK_SCHEMA.reschedule_jobs(bigint[], timestamptz, integer, integer, integer);
+create function :KONGTASK_SCHEMA.reschedule_jobs(
+  job_ids bigint[],
+  run_at timestamptz default null,
+  priority integer default null,
+  attempts integer default null,
+  max_attempts integer default null
+) returns setof :KONGTASK_SCHEMA._private_jobs as $$
+  update :KONGTASK_SCHEMA._private_jobs as j
+    set run_at = coalesce(reschedule_jobs.run_at, j.run_at),
+        priority = coalesce(reschedule_jobs.priority::smallint, j.priority),
+        attempts = coalesce(reschedule_jobs.attempts::smallint, j.attempts),
+        max_attempts = coalesce(reschedule_jobs.max_attempts::smallint, j.max_attempts),
+        updated_at = now()
+    where j.id = any(job_ids)
+      and (j.locked_at is null or j.locked_at < now() - interval '4 hours')
+    returning *;
+$$ language sql;
