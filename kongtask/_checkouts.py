@@ -35,6 +35,7 @@ from ._job import Job
 from ._outages import Backoff, OutageLog
 from ._resources import SharedResources
 from ._schema import jobs
+from ._schema.v0_1 import JOBS_INSERT_CHANNEL
 
 log = logging.getLogger("kongtask.worker")
 
@@ -123,6 +124,7 @@ class Checkouts:
         self._fetched_at: dict[int, float] = {}  # of buffered jobs, by id
         self._waiters: collections.deque[asyncio.Future[Job | None]] = collections.deque()
         self._lent: list[Lent] = []
+        self._lent_at: dict[int, float] = {}  # of lent jobs, by id
         #: Every job checked out and not yet released or given back, by id.
         self._held: dict[int, Job] = {}
         self._outcomes: list[_Outcome] = []
@@ -161,7 +163,7 @@ class Checkouts:
         for item in self._lent:
             # A job another worker took ahead but has not started: better run now, here.
             if item.take_back():
-                self._lent.remove(item)
+                self.unlend(item)
                 return item.job
         waiter: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -194,10 +196,12 @@ class Checkouts:
 
     def lent(self, item: Lent) -> None:
         self._lent.append(item)
+        self._lent_at[item.job.id] = time.monotonic()
 
     def unlend(self, item: Lent) -> None:
         if item in self._lent:
             self._lent.remove(item)
+        self._lent_at.pop(item.job.id, None)
 
     def release(self, job: Job, error: str | None) -> None:
         """Queues the job's release (complete, or fail with ``error``); the flusher sends it."""
@@ -223,6 +227,7 @@ class Checkouts:
         # Jobs workers took ahead but have not started go back with the buffer.
         self._buffer.extend(item.job for item in self._lent if item.take_back())
         self._lent.clear()
+        self._lent_at.clear()
         self._fetch_wanted.set()
 
     @property
@@ -347,16 +352,21 @@ class Checkouts:
         self._target = min(self._batch_size, round(self._rate * max(BUFFERED_WORK_S, 2 * self._fetch_s)))
 
     def _stale_in(self) -> float:
-        """Seconds until the oldest buffered job has waited :data:`BUFFER_TTL_S` (inf: none buffered)."""
-        if not self._buffer:
-            return float("inf")
-        return self._fetched_at.get(self._buffer[0].id, 0.0) + BUFFER_TTL_S - time.monotonic()
+        """Seconds until the oldest job waiting here (buffered, or lent to a busy worker and not
+        started) has waited :data:`BUFFER_TTL_S`; inf when none waits."""
+        since = [self._fetched_at.get(self._buffer[0].id, 0.0)] if self._buffer else []
+        since += [self._lent_at.get(self._lent[0].job.id, 0.0)] if self._lent else []
+        return min(since) + BUFFER_TTL_S - time.monotonic() if since else float("inf")
 
     def _stale_jobs(self) -> list[Job]:
         stale: list[Job] = []
         deadline = time.monotonic() - BUFFER_TTL_S
         while self._buffer and self._fetched_at.get(self._buffer[0].id, 0.0) <= deadline:
             stale.append(self._buffer.popleft())
+        for item in [i for i in self._lent if self._lent_at.get(i.job.id, 0.0) <= deadline]:
+            if item.take_back():
+                stale.append(item.job)
+            self.unlend(item)
         return stale
 
     async def _give_back_buffer(self) -> None:
@@ -374,6 +384,7 @@ class Checkouts:
             "worker_id": self.lock_id,
             "job_ids": [j.id for j in given],
             "updated_at": [j.updated_at for j in given],
+            "channel": JOBS_INSERT_CHANNEL,
         }
         if await self._execute_until_done(self._queries.return_jobs, params, f"give back {len(given)} job(s)"):
             log.debug("gave back %d job(s) fetched but not started", len(given))

@@ -130,9 +130,12 @@ class _Submission:
             return False
 
     def take_back(self) -> bool:
-        """Takes the job back unless its thread has started it; says whether it did."""
-        self.taken_back = self.claim()
-        return self.taken_back
+        """Takes the job back unless its thread has started it or it was taken back already;
+        says whether this call took it."""
+        if self.claim():
+            self.taken_back = True
+            return True
+        return False
 
 
 class _TaskThread:

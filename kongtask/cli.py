@@ -30,7 +30,9 @@ import kongtask
 from . import settings as config
 from ._connections import describe_target
 from ._masking import mask_password
+from ._options import ResolvedOptions
 from ._outages import first_line
+from ._run import start as start_workers
 from ._schema import jobs as jobs_api
 from ._watch import RELOAD_SIGNAL, supervise, supervisor_pid
 from .errors import ConfigurationError, KongtaskError, PayloadError
@@ -298,10 +300,12 @@ async def _work(settings: Settings, tasks: dict[str, Any], conninfo: str) -> Non
         describe_target(conninfo), ", ".join(sorted(tasks)), settings.tasks, settings.jobs,
     )
     if settings.once:
-        # Connect (and migrate) first, so "worker started" is only said of a worker that is.
-        await kongtask.migrate(connection_string=conninfo, schema=settings.schema)
+        # Started (migrated, its schema read) before "worker started" is said of it.
+        once = await start_workers(
+            ResolvedOptions(task_list=tasks, connection_string=conninfo, handle_signals=True, **options), once=True
+        )
         log.info(*started)
-        await kongtask.run_once(task_list=tasks, connection_string=conninfo, handle_signals=True, **options)
+        await once.wait()
         return
     runner = await kongtask.run(task_list=tasks, connection_string=conninfo, handle_signals=True, **options)
     # Its lock id is what `kongtask jobs list --state locked` and `jobs unlock` name.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import multiprocessing
 import os
 import signal
@@ -141,9 +142,12 @@ def test_return_jobs_gives_back_the_attempt_and_the_queue_once(migrated_url: str
         before = _dump(conn)
         params = {"worker_id": WORKER, "task_names": ["t"], "job_expiry": EXPIRY, "limit": 4, "scan_limit": 4}
         fetched = conn.execute(QUERIES.get_jobs, params).fetchall()
-        back = {"worker_id": WORKER, "job_ids": [r[0] for r in fetched], "updated_at": [r[10] for r in fetched]}
-        assert conn.execute(QUERIES.return_jobs, back).fetchone() == (4,)
-        assert conn.execute(QUERIES.return_jobs, back).fetchone() == (0,)
+        back = {"worker_id": WORKER, "job_ids": [r[0] for r in fetched], "updated_at": [r[10] for r in fetched],
+                "channel": "jobs:insert"}
+        conn.execute('listen "jobs:insert"')
+        assert conn.execute(QUERIES.return_jobs, back).fetchone() == (4, 1)
+        assert [n.channel for n in conn.notifies(timeout=1, stop_after=1)] == ["jobs:insert"]
+        assert conn.execute(QUERIES.return_jobs, back).fetchone() == (0, 0)
         jobs, queues = _dump(conn)
         assert [row[:8] for row in jobs] == [row[:8] for row in before[0]]
         assert queues == before[1]
@@ -438,17 +442,25 @@ def test_def_jobs_queued_behind_a_running_one_are_given_back_on_a_stop(migrated_
     assert query_rows(migrated_url, "select task_identifier, attempts from graphile_worker.jobs") == [("quick", 0)] * 2
 
 
+@pytest.mark.parametrize("kind", ["async", "def"])
 def test_buffered_jobs_that_wait_too_long_go_back_for_other_workers(
-    migrated_url: str, buffer_of: Any, monkeypatch: pytest.MonkeyPatch
+    migrated_url: str, buffer_of: Any, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     """Quick jobs filled the buffer, then a slow one holds the only worker: what waits behind it
-    past the buffer's time to live is given back, for any worker to take."""
+    past the buffer's time to live, in the buffer or queued in the worker's thread, is given back,
+    for any worker to take."""
     buffer_of(3, from_the_first_fetch=True)
     monkeypatch.setattr(_checkouts, "BUFFER_TTL_S", 0.3)
-    gate = asyncio.Event()
+    gate = threading.Event()
 
-    async def slow(payload: Any, helpers: kongtask.Helpers) -> None:
-        await gate.wait()
+    async def async_slow(payload: Any, helpers: kongtask.Helpers) -> None:
+        while not gate.is_set():
+            await asyncio.sleep(0.01)
+
+    def def_slow(payload: Any, helpers: kongtask.SyncHelpers) -> None:
+        gate.wait(30)
+
+    slow = async_slow if kind == "async" else def_slow
 
     async def scenario() -> None:
         await add_job_to(migrated_url, "slow")
@@ -458,6 +470,8 @@ def test_buffered_jobs_that_wait_too_long_go_back_for_other_workers(
                                     batch_size=10)
         try:
             await wait_until_async(lambda: len(_locked(migrated_url)) == 4, what="slow running, three buffered")
+            if kind == "def":
+                assert len(runner._checkouts._lent) == 3, "the quick jobs were queued in the worker's thread"
             await wait_until_async(lambda: len(_locked(migrated_url)) == 1, what="the buffered jobs to go back")
             assert query_rows(migrated_url, "select task_identifier, attempts from graphile_worker.jobs"
                                             " where task_identifier = 'quick'") == [("quick", 0)] * 3
@@ -466,3 +480,49 @@ def test_buffered_jobs_that_wait_too_long_go_back_for_other_workers(
             await runner.stop()
 
     asyncio.run(scenario())
+
+
+def test_def_jobs_taken_from_a_worker_that_then_times_out_are_not_failed_by_it(
+    migrated_url: str, buffer_of: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Worker 2 takes over the quick jobs queued behind worker 1's stuck one; when the stuck one
+    times out, worker 1 must not wait for (and fail) jobs it no longer has."""
+    buffer_of(6, from_the_first_fetch=True)
+    never = threading.Event()
+    hold_may_end = threading.Event()
+    quick_runs: list[int] = []
+
+    def hold(payload: Any, helpers: kongtask.SyncHelpers) -> None:
+        hold_may_end.wait(30)
+
+    def stuck(payload: Any, helpers: kongtask.SyncHelpers) -> None:
+        never.wait(30)
+
+    def quick(payload: Any, helpers: kongtask.SyncHelpers) -> None:
+        quick_runs.append(helpers.job.id)
+
+    async def scenario() -> None:
+        # Worker 1 gets stuck and queues the quick jobs behind it; worker 2 gets hold.
+        for name in ("stuck", "hold", "quick", "quick", "quick", "quick"):
+            await add_job_to(migrated_url, name)
+        runner = await kongtask.run(task_list={"hold": hold, "stuck": stuck, "quick": quick},
+                                    connection_string=migrated_url, concurrency=2, batch_size=10, task_timeout=1.5)
+        try:
+            await wait_until_async(lambda: len(runner._checkouts._lent) == 4, what="quick jobs queued behind stuck")
+            hold_may_end.set()  # worker 2 is free: it takes the quick jobs back and runs them
+            await wait_until_async(lambda: len(quick_runs) == 4, what="the quick jobs to run on worker 2")
+            await wait_until_async(
+                lambda: query_rows(migrated_url, "select task_identifier, last_error from graphile_worker.jobs")
+                == [("stuck", "Task timed out after 1.5s")],
+                what="stuck to time out and every other job to complete",
+            )
+        finally:
+            never.set()
+            hold_may_end.set()
+            await runner.stop()
+
+    caplog.set_level(logging.INFO, logger="kongtask")
+    asyncio.run(scenario())
+    assert sorted(set(quick_runs)) == sorted(quick_runs)
+    failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Failed task")]
+    assert len(failed) == 1 and "(stuck)" in failed[0], failed

@@ -83,8 +83,9 @@ select (select count(*) from completed where id is not null), (select count(*) f
 
 -- name: return_jobs
 -- Jobs checked out but never started (a stop, or a worker that has no use for them): their
--- attempt back and their queue unlocked, so any worker can take them at once. Safe to repeat:
--- a job is given back only while it carries the updated_at of its checkout.
+-- attempt back and their queue unlocked, so any worker can take them at once, and told so on the
+-- channel that announces new jobs (%(channel)s). Safe to repeat: a job is given back only while
+-- it carries the updated_at of its checkout.
 with given_back as (
   update {schema}.jobs as j set attempts = j.attempts - 1
   from unnest(%(job_ids)s::bigint[], %(updated_at)s::timestamptz[]) as r(job_id, updated_at)
@@ -95,8 +96,9 @@ unlocked as (
   update {schema}.job_queues as q set locked_by = null, locked_at = null
   where q.queue_name in (select queue_name from given_back) and q.locked_by = %(worker_id)s
   returning q.queue_name
-)
-select count(*) from given_back
+),
+announced as (select pg_notify(%(channel)s, '') from (select 1 from given_back limit 1) as any_given)
+select (select count(*) from given_back), (select count(*) from announced)
 
 -- name: return_stray_checkouts
 -- After a checkout whose reply was lost, the worker holds queues it does not know about: every
