@@ -42,6 +42,8 @@ def read_job_lines(lines: Iterable[bytes]) -> JobLines:
     specs: list[JobSpec] = []
     numbers: list[int] = []
     for number, raw in enumerate(lines, start=1):
+        if number == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # the byte order mark Windows editors write
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:

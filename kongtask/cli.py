@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 import psycopg
+import psycopg.errors
 from click.core import ParameterSource
 
 import kongtask
@@ -296,8 +297,8 @@ async def _work(settings: Settings, tasks: dict[str, Any], conninfo: str) -> Non
     # yet (it may be starting beside us); --once, a refused login or a bad host fail in one line.
     options = config.library_arguments(settings, WORKER)
     started = (
-        "worker started on %s: tasks %s from %s; %d job(s) at a time",
-        describe_target(conninfo), ", ".join(sorted(tasks)), settings.tasks, settings.jobs,
+        "worker started on %s: tasks %s from %s; %d job(s) at a time, up to %d per fetch",
+        describe_target(conninfo), ", ".join(sorted(tasks)), settings.tasks, settings.jobs, settings.batch_size,
     )
     if settings.once:
         # Started (migrated, its schema read) before "worker started" is said of it.
@@ -309,8 +310,7 @@ async def _work(settings: Settings, tasks: dict[str, Any], conninfo: str) -> Non
         return
     runner = await kongtask.run(task_list=tasks, connection_string=conninfo, handle_signals=True, **options)
     # Its lock id is what `kongtask jobs list --state locked` and `jobs unlock` name.
-    log.info(started[0] + "; up to %d per fetch; locks as %s", *started[1:], settings.batch_size,
-             runner.worker_ids[0])
+    log.info(started[0] + "; locks as %s", *started[1:], runner.worker_ids[0])
     parent = supervisor_pid()
     follower = asyncio.ensure_future(_stop_when_orphaned(runner, parent)) if parent else None
     loop = asyncio.get_running_loop()
@@ -478,6 +478,9 @@ def _refusals_reported(outcome: str) -> Iterator[None]:
         if isinstance(exc, psycopg.OperationalError):
             raise
         said = exc.diag.message_primary or first_line(exc)
+        if isinstance(exc, (psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedTable,
+                            psycopg.errors.UndefinedFunction)):
+            outcome += "; run `kongtask migrate` first, or check --schema"
         raise click.ClickException(f"PostgreSQL refused it: {mask_password(said)}; {outcome}") from None
 
 

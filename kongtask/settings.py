@@ -281,8 +281,8 @@ class Settings:
     )
     batch_size: int = option(
         _defaults.BATCH_SIZE, metavar="N", commands=(WORKER,), parse=_whole_number(1, 10_000), passes_as="batch_size",
-        help="The most jobs one fetch checks out. Fetches adapt below it: quick jobs go in batches, "
-        "slow ones and a quiet queue one at a time. 1 turns batching off.",
+        help="The most jobs one fetch checks out (1 to 10000). Fetches adapt below it: quick jobs go "
+        "in batches, slow ones and a quiet queue one at a time. 1 turns batching off.",
     )
     once: bool = option(
         False, kind="flag", commands=(WORKER,), parse=_boolean,

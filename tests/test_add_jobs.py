@@ -91,6 +91,9 @@ BAD_SPECS: dict[str, tuple[Any, str]] = {
     "a NaN in the payload": (JobSpec("t", {"x": float("nan")}), "job 3: job payload cannot be serialised"),
     "an empty identifier": (JobSpec(""), "job 3: task identifier must be a non-empty string"),
     "a 129-character queue": (JobSpec("t", queue_name="q" * 129), "job 3: queue_name is 129 characters long"),
+    "an empty queue": (JobSpec("t", queue_name=""), "job 3: queue_name must not be empty"),
+    "a NUL in the identifier": (JobSpec("t\x00"), "job 3: task identifier holds a NUL character"),
+    "a NUL in the queue": (JobSpec("t", queue_name="a\x00"), "job 3: queue_name holds a NUL character"),
     "an unknown key": ({"identifier": "t", "queue": "q"}, "job 3: unknown key 'queue'; a job takes identifier,"),
     "no identifier": ({"payload": {}}, "job 3: identifier is missing"),
     "neither a spec nor a mapping": (("t", {}), "job 3: expected a JobSpec or a mapping, got tuple"),
@@ -237,3 +240,14 @@ def test_a_failure_inside_the_callers_transaction_leaves_its_own_work_usable(mig
         kongtask.add_job_sync("mine too", connection=conn)
         conn.commit()
     assert [job["task_identifier"] for job in _jobs(migrated_url)] == ["mine", "mine too"]
+
+
+def test_a_large_add_refreshes_the_planners_row_counts(migrated_url: str) -> None:
+    """A drained queue leaves statistics of a handful of rows; planned on those, a fetch after a
+    large add scans job_queues once per job. add_jobs leaves the statistics right."""
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("analyze graphile_worker.jobs, graphile_worker.job_queues")
+        kongtask.add_jobs_sync([JobSpec("t")] * 2000, connection=conn)
+        rows = conn.execute("select relname, reltuples from pg_class where relname in ('jobs', 'job_queues')"
+                            " and relnamespace = 'graphile_worker'::regnamespace order by relname").fetchall()
+    assert rows == [("job_queues", 2000.0), ("jobs", 2000.0)]

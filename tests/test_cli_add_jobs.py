@@ -154,3 +154,10 @@ def test_jobs_postgresql_refuses_are_one_line_and_none_is_added(project: Path, m
     line = one_line(result.stderr)
     assert "PostgreSQL refused it" in line and "no_spam" in line and "Traceback" not in result.stderr
     assert _rows(migrated_url) == []
+
+
+def test_a_file_saved_with_a_byte_order_mark_is_read(project: Path, migrated_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"task": "record"}\n')
+    result = run("add-jobs", "--file", str(path), cwd=project, env=clean_env(DATABASE_URL=migrated_url))
+    assert (result.returncode, result.stdout) == (0, "added 1 job\n"), result.stderr

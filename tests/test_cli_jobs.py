@@ -87,3 +87,14 @@ def test_jobs_list_filters_by_task_queue_and_unknown_task(tmp_path: Path, migrat
     assert missing.returncode == 2
     line = one_line(missing.stderr)
     assert "tasks" in line and "--tasks" in line and "Traceback" not in missing.stderr
+
+
+def test_jobs_commands_on_a_database_without_the_schema_say_to_migrate(
+    tmp_path: Path, db_url: str, migrated_url: str
+) -> None:
+    for url, schema in ((db_url, "graphile_worker"), (migrated_url, "graphile_workr")):
+        for args in (("jobs", "list"), ("jobs", "retry", "5"), ("jobs", "unlock", "worker-x"), ("jobs", "delete", "5")):
+            result = run(*args, "-c", url, "--schema", schema, cwd=tmp_path)
+            assert result.returncode == 1, result.stderr
+            line = one_line(result.stderr)
+            assert f"no kongtask schema named {schema!r}" in line and "kongtask migrate" in line, line

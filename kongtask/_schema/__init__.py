@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from psycopg.rows import tuple_row
 
 from ..errors import MigrationError
@@ -43,7 +44,13 @@ async def held_by(conn: psycopg.AsyncConnection[Any], name: str) -> DatabaseSche
     """
     migrations = schema_named(name)
     cursor = conn.cursor(row_factory=tuple_row)
-    await cursor.execute(migrations.latest_migration, ())
+    try:
+        await cursor.execute(migrations.latest_migration, ())
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        raise MigrationError(
+            f"this database has no kongtask schema named {name!r}: run `kongtask migrate` (workers migrate "
+            "when they start), or check --schema / KONGTASK_SCHEMA"
+        ) from None
     row = await cursor.fetchone()
     latest = row[0] if row else 0
     for last_migration, named in GENERATIONS:

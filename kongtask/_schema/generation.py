@@ -78,6 +78,7 @@ class DatabaseSchema(Protocol):
     create_migrations_table: str
     # adding jobs in bulk
     add_jobs: str
+    analyze_jobs: str
 
     def add_job(self, options: tuple[str, ...]) -> str:
         """``add_job`` naming just the given optional arguments."""

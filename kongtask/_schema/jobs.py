@@ -137,10 +137,16 @@ def _check_utf8(what: str, text: str) -> None:
 
 
 def _check_name(what: str, name: str) -> None:
+    if not name:
+        # An empty queue name would be one queue that every such job shares, one at a time.
+        raise PayloadError(f"{what} must not be empty; leave it out for the default")
     if len(name) > MAX_NAME_LENGTH:
         raise PayloadError(
             f"{what} is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed"
         )
+    if "\x00" in name:
+        raise PayloadError(f"{what} holds a NUL character (at character {name.index(chr(0))}), which "
+                           "PostgreSQL text cannot; remove it")
     _check_utf8(what, name)
 
 
@@ -219,6 +225,10 @@ def _job_index(index: int) -> str:
     return f"job {index}"
 
 
+#: From this many jobs on, add_jobs refreshes the planner's statistics of the job tables.
+ANALYZE_AFTER_JOBS = 1000
+
+
 def add_jobs_statements(
     schema: str,
     specs: Iterable[JobSpec | Mapping[str, Any]],
@@ -246,11 +256,14 @@ def add_jobs_statements(
         queue_names.append(job.queue_name)
         run_ats.append(job.run_at)
         max_attempts.append(job.max_attempts)
-    statement = schema_named(schema).add_jobs
-    return [
-        (statement, tuple(column[start:start + chunk_size] for column in columns))
+    queries = schema_named(schema)
+    statements: list[_Statement] = [
+        (queries.add_jobs, tuple(column[start:start + chunk_size] for column in columns))
         for start in range(0, len(identifiers), chunk_size)
     ]
+    if len(identifiers) >= ANALYZE_AFTER_JOBS:
+        statements.append((queries.analyze_jobs, ()))
+    return statements
 
 
 def _as_job_spec(spec: JobSpec | Mapping[str, Any]) -> JobSpec:
@@ -335,7 +348,7 @@ async def insert_jobs(conn: psycopg.AsyncConnection[Any], statements: list[_Stat
     async with conn.transaction() if _needs_transaction(conn) else contextlib.nullcontext():
         for statement in statements:
             cursor = await conn.execute(*statement)
-            added += cursor.rowcount
+            added += max(cursor.rowcount, 0)  # -1 for ANALYZE
     return added
 
 
@@ -344,7 +357,7 @@ def insert_jobs_sync(conn: psycopg.Connection[Any], statements: list[_Statement]
     added = 0
     with conn.transaction() if _needs_transaction(conn) else contextlib.nullcontext():
         for statement in statements:
-            added += conn.execute(*statement).rowcount
+            added += max(conn.execute(*statement).rowcount, 0)  # -1 for ANALYZE
     return added
 
 

@@ -108,6 +108,7 @@ class SchemaV0_1:
     create_migrations_table: str
     # adding jobs in bulk
     add_jobs: str
+    analyze_jobs: str
 
     def __init__(self, schema: str) -> None:
         problem = schema_name_problem(schema)

@@ -230,3 +230,9 @@ select spec.identifier, coalesce(spec.payload, '{{}}'::json),
   coalesce(spec.max_attempts, 25)
 from unnest(%s::text[], %s::json[], %s::text[], %s::timestamptz[], %s::int[])
   as spec(identifier, payload, queue_name, run_at, max_attempts)
+
+-- name: analyze_jobs
+-- After a large insert: the planner's row counts of a drained queue (a handful of rows) would
+-- make get_jobs scan job_queues once per job, for minutes, until autovacuum catches up. Counts
+-- the rows this transaction inserted too. A role that may not analyze gets a warning, not an error.
+analyze {schema}.jobs, {schema}.job_queues
