@@ -189,10 +189,14 @@ class Checkouts:
 
     def _refill_wanted(self) -> bool:
         """Wakes the fetcher when the buffer falls to half its aim; says whether it did."""
-        if len(self._buffer) <= self._target // 2 and self._maybe_due and not self._fetch_wanted.is_set():
+        if self._low() and self._maybe_due and not self._fetch_wanted.is_set():
             self._fetch_wanted.set()
             return True
         return False
+
+    def _low(self) -> bool:
+        """Whether the buffer, aiming at some jobs, holds half of them or fewer: time to refill."""
+        return self._target > 0 and len(self._buffer) <= self._target // 2
 
     def lent(self, item: Lent) -> None:
         self._lent.append(item)
@@ -220,10 +224,7 @@ class Checkouts:
 
     def stop(self) -> None:
         """No more jobs are handed out: waiting workers get None, and the fetcher winds down."""
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+        self._dismiss_waiters()
         # Jobs workers took ahead but have not started go back with the buffer.
         self._buffer.extend(item.job for item in self._lent if item.take_back())
         self._lent.clear()
@@ -252,7 +253,7 @@ class Checkouts:
         waiting = self._waiting()
         if waiting:
             want = waiting + self._target
-        elif self._target and len(self._buffer) <= self._target // 2:
+        elif self._low():
             want = self._target - len(self._buffer)
         else:
             return 0
@@ -287,10 +288,7 @@ class Checkouts:
     async def _fetch(self, want: int) -> None:
         wakes_before = self._wakes
         held_before = len(self._held)
-        # The scan locks what it finds, as get_job does: no more rows than the batch needs, so
-        # concurrent fetchers (this pool's or other workers') skip as little as possible.
-        scan_limit = want
-        params = dict(self._fetch_params, limit=want, scan_limit=scan_limit)
+        params = dict(self._fetch_params, limit=want)
         started = time.monotonic()
         backoff = Backoff()
         while True:
@@ -318,7 +316,7 @@ class Checkouts:
                           job.max_attempts)
         # A scan that found fewer rows than it could means nothing else is due; a short batch
         # alone does not (a queue's jobs after its first, or rows another worker was locking).
-        if (not fetched or scanned < scan_limit) and self._wakes == wakes_before:
+        if (not fetched or scanned < want) and self._wakes == wakes_before:
             self._maybe_due = False
             if self._once and not fetched and held_before == 0 and not self._held:
                 self._exhausted = True
@@ -334,10 +332,14 @@ class Checkouts:
             if not waiter.done():
                 waiter.set_result(self._take())
         if self._exhausted:
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._dismiss_waiters()
+
+    def _dismiss_waiters(self) -> None:
+        """Every waiting worker gets None: it stops."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _learn(self, fetch_s: float) -> None:
         """Sizes the buffer: what the workers take in :data:`BUFFERED_WORK_S`, or in two fetch

@@ -76,7 +76,7 @@ def test_get_jobs_checks_out_what_get_job_called_as_often_would(migrated_url: st
     with psycopg.connect(migrated_url) as conn:
         _varied_jobs(conn)
         conn.execute("savepoint before")
-        params = {"worker_id": WORKER, "task_names": ["t"], "job_expiry": EXPIRY, "limit": limit, "scan_limit": limit}
+        params = {"worker_id": WORKER, "task_names": ["t"], "job_expiry": EXPIRY, "limit": limit}
         rows = conn.execute(QUERIES.get_jobs, params).fetchall()
         batched = [row[0] for row in sorted(rows, key=lambda row: (row[4], row[5], row[0]))]
         after_batch = _dump(conn)
@@ -98,7 +98,7 @@ def test_get_jobs_checks_out_what_get_job_called_as_often_would(migrated_url: st
 def _checked_out(conn: psycopg.Connection[Any], count: int) -> list[tuple[Any, ...]]:
     for n in range(count):
         conn.execute("select graphile_worker.add_job('t', queue_name => %s)", ("shared" if n < 3 else f"a{n}",))
-    params = {"worker_id": WORKER, "task_names": ["t"], "job_expiry": EXPIRY, "limit": count, "scan_limit": count}
+    params = {"worker_id": WORKER, "task_names": ["t"], "job_expiry": EXPIRY, "limit": count}
     return conn.execute(QUERIES.get_jobs, params).fetchall()
 
 
@@ -140,7 +140,7 @@ def test_return_jobs_gives_back_the_attempt_and_the_queue_once(migrated_url: str
         for n in range(4):
             conn.execute("select graphile_worker.add_job('t', queue_name => %s)", (f"q{n}",))
         before = _dump(conn)
-        params = {"worker_id": WORKER, "task_names": ["t"], "job_expiry": EXPIRY, "limit": 4, "scan_limit": 4}
+        params = {"worker_id": WORKER, "task_names": ["t"], "job_expiry": EXPIRY, "limit": 4}
         fetched = conn.execute(QUERIES.get_jobs, params).fetchall()
         back = {"worker_id": WORKER, "job_ids": [r[0] for r in fetched], "updated_at": [r[10] for r in fetched],
                 "channel": "jobs:insert"}

@@ -20,10 +20,11 @@ select * from {schema}.fail_job(%s, %s, %s)
 -- lock id. For each, exactly what get_job does for one: the queue row is the lock, attempts + 1,
 -- the order priority, run_at, id, and a queue locked before now() - job_expiry is taken over.
 -- The scan is get_job's own (the priority, run_at, id index, locking queue rows and skipping those
--- another worker is locking), and keeps the first due job of each queue. Its jobs' rows are then
+-- another worker is locking), reads no more rows than the batch wants, so that concurrent fetchers
+-- skip as little as possible, and keeps the first due job of each queue. Its jobs' rows are then
 -- locked too, so PostgreSQL rechecks them: a job completed or retried by another worker since this
 -- statement's snapshot drops out, and its queue is not locked for nothing. The last column says
--- how many rows the scan found: fewer than %(scan_limit)s means nothing else is due now.
+-- how many rows the scan found: fewer than %(limit)s means nothing else is due now.
 with scanned as materialized (
   select j.id, j.queue_name, j.priority, j.run_at
   from {schema}.jobs as j
@@ -33,7 +34,7 @@ with scanned as materialized (
     and j.attempts < j.max_attempts
     and j.task_identifier = any(%(task_names)s::text[])
   order by j.priority, j.run_at, j.id
-  limit %(scan_limit)s
+  limit %(limit)s
   for update of q skip locked
 ),
 chosen as materialized (
