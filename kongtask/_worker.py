@@ -419,8 +419,7 @@ class Worker:
         if item is None or item.job is not job:
             if self._thread is None:
                 self._thread = _TaskThread(f"kongtask-worker-{self._number}", self._task.get_loop())
-            item = _Submission(job, self._task.get_loop().create_future(), task, job.payload,
-                               SyncHelpers(job, self._resources))
+            item = self._submission(job)
             self._thread.submit(item)
         self._look_ahead()
         outcome = item.outcome
@@ -437,17 +436,20 @@ class Worker:
         before it ends: the thread then runs a run of quick jobs without waiting for the loop."""
         if self._thread is None or self._abort_reason is not None:
             return
-        assert self._task is not None
         while len(self._ahead) < LOOKAHEAD:
             job = self._checkouts.lend(self._runs_in_thread)
             if job is None:
                 return
-            task = self._config.tasks[job.task_identifier]
-            item = _Submission(job, self._task.get_loop().create_future(), task, job.payload,
-                               SyncHelpers(job, self._resources))
+            item = self._submission(job)
             self._ahead.append(item)
             self._checkouts.lent(item)
             self._thread.submit(item)
+
+    def _submission(self, job: Job) -> _Submission:
+        assert self._task is not None
+        task = self._config.tasks[job.task_identifier]
+        return _Submission(job, self._task.get_loop().create_future(), task, job.payload,
+                           SyncHelpers(job, self._resources))
 
     def _runs_in_thread(self, job: Job) -> bool:
         return job.task_identifier not in self._config.async_tasks and not isinstance(

@@ -146,9 +146,14 @@ class SchemaV0_1:
 INSTALL_EXTENSIONS = named_statements()["install_extensions"]
 
 
+def declared_statements(cls: type) -> set[str]:
+    """The statements a schema class renders: the str attributes it declares, but its own names."""
+    return {name for name, hint in typing.get_type_hints(cls).items() if hint is str} - {"generation", "name"}
+
+
 def statement_names() -> set[str]:
     """The statements this generation renders: the str attributes :class:`SchemaV0_1` declares."""
-    return {name for name, hint in typing.get_type_hints(SchemaV0_1).items() if hint is str} - {"generation", "name"}
+    return declared_statements(SchemaV0_1)
 
 
 @functools.cache

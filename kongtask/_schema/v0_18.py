@@ -9,12 +9,11 @@ the worker's statements for this schema are a later step.
 from __future__ import annotations
 
 import functools
-import typing
 
 from psycopg import sql
 
 from .generation import schema_name_problem
-from .v0_1 import read_named_blocks, render_statement
+from .v0_1 import declared_statements, read_named_blocks, render_statement
 
 #: The highest migration of this generation, the newest kongtask knows.
 LAST_MIGRATION = 20
@@ -55,7 +54,7 @@ class SchemaV0_18:
 
 def statement_names() -> set[str]:
     """The statements :class:`SchemaV0_18` declares (its str attributes)."""
-    return {name for name, hint in typing.get_type_hints(SchemaV0_18).items() if hint is str} - {"generation", "name"}
+    return declared_statements(SchemaV0_18)
 
 
 @functools.cache
