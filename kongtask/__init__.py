@@ -24,6 +24,7 @@ from .errors import (
     KongtaskError,
     MigrationError,
     PayloadError,
+    SchemaChanged,
     TaskLoadError,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "MigrationError",
     "PayloadError",
     "Runner",
+    "SchemaChanged",
     "SyncHelpers",
     "TaskLoadError",
     "__version__",

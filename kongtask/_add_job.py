@@ -39,9 +39,7 @@ async def add_job(
         schema, identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts
     )
     async with _connections.borrow(connection_string, pool, connection) as conn:
-        job = await jobs.fetch_job(conn, statement)
-    assert job is not None
-    return job
+        return await jobs.fetch_added_job(conn, statement, identifier, queue_name)
 
 
 def add_job_sync(
@@ -61,9 +59,7 @@ def add_job_sync(
         schema, identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts
     )
     with _connections.borrow_sync(connection_string, pool, connection) as conn:
-        job = jobs.fetch_job_sync(conn, statement)
-    assert job is not None
-    return job
+        return jobs.fetch_added_job_sync(conn, statement, identifier, queue_name)
 
 
 async def add_jobs(

@@ -394,7 +394,12 @@ class Checkouts:
             self._held.pop(job.id, None)
 
     async def _return_strays(self) -> None:
-        params = {"worker_id": self.lock_id, "held_queues": sorted({j.queue_name for j in self._held.values()})}
+        held = self._held.values()
+        params = {
+            "worker_id": self.lock_id,
+            "held_ids": sorted(j.id for j in held),
+            "held_queues": sorted({j.queue_name for j in held if j.queue_name is not None}),
+        }
         await self._execute_until_done(
             self._queries.return_stray_checkouts, params, "return jobs checked out unseen", until_stopping=True
         )
@@ -434,6 +439,7 @@ class Checkouts:
         completed = [o.job.id for o in batch if o.error is None]
         failed = [o for o in batch if o.error is not None]
         params = {
+            "worker_id": self.lock_id,
             "completed_lock_ids": [self.lock_id] * len(completed),
             "completed_ids": completed,
             "failed_lock_ids": [self.lock_id] * len(failed),

@@ -17,10 +17,15 @@ __all__ = ["Job", "JobOptions", "JobSpec", "Unpack"]
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One row of ``<schema>.jobs``; the fields follow the table's column order."""
+    """One job, as the SQL functions return it; the fields follow v0.1.0's ``jobs`` column order.
+
+    On upstream 0.18's schema a job may have no queue (``queue_name`` is None), and it carries the
+    last three fields: its ``key`` (``job_key``), ``revision`` (how often the key replaced it) and
+    ``flags``. On v0.1.0 they keep their defaults.
+    """
 
     id: int
-    queue_name: str
+    queue_name: str | None
     task_identifier: str
     payload: Any
     priority: int
@@ -30,6 +35,9 @@ class Job:
     last_error: str | None
     created_at: datetime
     updated_at: datetime
+    key: str | None = None
+    revision: int = 0
+    flags: dict[str, bool] | None = None
 
 
 class JobOptions(TypedDict, total=False):

@@ -138,6 +138,8 @@ async def start(options: ResolvedOptions, *, once: bool) -> Runner:
     try:
         async with pool.connection() as conn:
             database = await held_by(conn, options.schema)
+            if database.register_tasks is not None:
+                await conn.execute(database.register_tasks, {"task_names": sorted(tasks)})
         config = WorkerConfig(
             tasks=tasks,
             decode_per_statement=options.pool is not None,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import random
 import signal
 import time
 from collections.abc import Generator
@@ -18,8 +20,9 @@ from . import _connections
 from ._checkouts import CHECKOUT_TIMEOUT_S, CONNECTION_ERRORS, Checkouts
 from ._outages import Backoff, OutageLog
 from ._resources import SharedResources
+from ._schema.v0_18 import MIGRATE_CHANNEL
 from ._worker import Worker, WorkerConfig, WorkerTask, make_worker_id
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, SchemaChanged
 
 log = logging.getLogger("kongtask.pool")
 
@@ -121,6 +124,9 @@ class Runner:
         self._flusher = asyncio.ensure_future(self._checkouts.run_flusher())
         self._listener = None if once else asyncio.ensure_future(self._listen())
         self._heartbeat = asyncio.ensure_future(self._beat())
+        self._expirer = (
+            asyncio.ensure_future(self._expire_locks()) if config.database.expire_locks is not None else None
+        )
         self._reporter = None if once else asyncio.ensure_future(self._report_jobs_without_task())
         self._done = asyncio.ensure_future(self._supervise())
 
@@ -231,7 +237,7 @@ class Runner:
             self._stopping = True
             if self._stop_task is not None and not self._stop_task.done():
                 self._stop_task.cancel()
-            tasks = (self._fetcher, self._flusher, self._listener, self._heartbeat, self._reporter)
+            tasks = (self._fetcher, self._flusher, self._listener, self._heartbeat, self._reporter, self._expirer)
             background = [t for t in tasks if t is not None]
             for task in background:
                 task.cancel()
@@ -258,13 +264,38 @@ class Runner:
                     backoff.reset()
                     # Anything added while we were not listening is waiting now.
                     self._checkouts.wake()
-                    async for _ in conn.notifies():
-                        log.debug("new job notified")
-                        self._checkouts.wake()
+                    async for notify in conn.notifies():
+                        if notify.channel == MIGRATE_CHANNEL:
+                            self._on_migration(notify.payload)
+                        else:
+                            log.debug("new job notified")
+                            self._checkouts.wake()
             except (*CONNECTION_ERRORS, ConnectionFailed) as exc:
                 self._outage.failed(exc)
             if not self._stopping:
                 await asyncio.sleep(backoff.next())
+
+    def _on_migration(self, payload: str) -> None:
+        """Another process migrated the database: after a breaking migration this pool's statements
+        may no longer fit the schema, so it stops gracefully, as upstream's pools do, and says why.
+        A restart runs on the new schema."""
+        try:
+            migration = json.loads(payload)
+            number, breaking = int(migration["migrationNumber"]), bool(migration["breaking"])
+        except (ValueError, TypeError, KeyError):
+            log.warning("ignoring a worker:migrate notification that is not graphile-worker's: %.200r", payload)
+            return
+        if not breaking:
+            log.info("another process applied migration %d (not breaking); carrying on", number)
+            return
+        message = (
+            f"another process applied breaking migration {number} to schema {self._config.schema!r}; this worker "
+            "stopped so that it does not run statements of the old schema: start it again to run on the new one"
+        )
+        if self._crash is None:
+            self._crash = SchemaChanged(message)
+        log.warning("%s (finishing running jobs first)", message)
+        self._begin_stop("a breaking migration")
 
     async def _report_jobs_without_task(self) -> None:
         """Says, at most once a minute, which due jobs wait for tasks this pool does not have.
@@ -305,13 +336,18 @@ class Runner:
         try:
             while True:
                 await asyncio.sleep(self._heartbeat_interval)
-                held = [(self._checkouts.lock_id, job.queue_name) for job in self._checkouts.held]
+                held = self._checkouts.held
                 if not held:
                     continue
+                params = {
+                    "worker_id": self._checkouts.lock_id,
+                    "job_ids": [job.id for job in held],
+                    "queue_names": sorted({job.queue_name for job in held if job.queue_name is not None}),
+                }
                 try:
                     if conn is None or conn.closed:
                         conn = await _connections.connect(conninfo, **kwargs)
-                    await conn.execute(heartbeat, ([w for w, _ in held], [q for _, q in held]))
+                    await conn.execute(heartbeat, params)
                 except (psycopg.Error, ConnectionFailed) as exc:
                     self._outage.failed(exc)
                     if conn is not None:
@@ -320,3 +356,26 @@ class Runner:
         finally:
             if conn is not None:
                 await conn.close()
+
+    async def _expire_locks(self) -> None:
+        """Unlocks jobs and queues whose lock is older than the job expiry: a dead pool's, on a
+        schema where fetching does not take them over (0.18). About twice per expiry, at a random
+        moment, so that the pools of a fleet do not all sweep at once."""
+        statement = self._config.database.expire_locks
+        assert statement is not None
+        expiry_s = self._config.job_expiry.total_seconds()
+        params = {"job_expiry": f"{expiry_s} seconds"}
+        while True:
+            await asyncio.sleep(expiry_s / 2 * random.uniform(0.8, 1.2))
+            try:
+                async with self._pool.connection(timeout=CHECKOUT_TIMEOUT_S) as conn:
+                    cursor = conn.cursor(row_factory=tuple_row)
+                    await cursor.execute(statement, params)
+                    row = await cursor.fetchone()
+            except (*CONNECTION_ERRORS, psycopg.Error):
+                continue  # the workers report outages; the next sweep tries again
+            if row and (row[0] or row[1]):
+                log.warning(
+                    "unlocked %d job(s) and %d queue(s) locked for more than %gs: their worker is gone, so they "
+                    "run again", row[0], row[1], expiry_s,
+                )

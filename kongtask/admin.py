@@ -36,7 +36,7 @@ class JobSummary:
 
     id: int
     task_identifier: str
-    queue_name: str
+    queue_name: str | None
     priority: int
     run_at: datetime | None
     run_at_text: str
@@ -90,12 +90,12 @@ async def unlock_worker(worker_id: str, *, schema: str = _defaults.SCHEMA, **tar
     async with borrow(**target) as conn:
         database = await held_by(conn, schema)
         cursor = conn.cursor(row_factory=tuple_row)
-        await cursor.execute(database.unlock_worker, (worker_id,))
+        await cursor.execute(database.unlock_worker, {"worker_id": worker_id})
         return [row[0] for row in await cursor.fetchall()]
 
 
 async def _one_job(
-    statement: Callable[[DatabaseSchema], str], params: tuple[Any, ...], schema: str, target: dict[str, Any]
+    statement: Callable[[DatabaseSchema], str], params: dict[str, Any], schema: str, target: dict[str, Any]
 ) -> Job | None:
     schema_named(schema)
     # Tolerant: a job added from SQL with run_at 'infinity' must still be retried or deleted.
@@ -106,7 +106,7 @@ async def _one_job(
 
 async def retry_job(job_id: int, *, schema: str = _defaults.SCHEMA, **target: Any) -> Job | None:
     """Makes a job due now with one more attempt, even one that used up its attempts."""
-    return await _one_job(lambda db: db.retry_job, (job_id,), schema, target)
+    return await _one_job(lambda db: db.retry_job, {"job_id": job_id}, schema, target)
 
 
 async def reschedule_job(
@@ -122,9 +122,10 @@ async def reschedule_job(
         raise ConfigurationError("give run_at, priority, or both")
     if run_at is not None and run_at.tzinfo is None:
         raise ConfigurationError(f"run_at {run_at.isoformat()} has no time zone; pass an aware datetime")
-    return await _one_job(lambda db: db.reschedule_job, (run_at, priority, job_id), schema, target)
+    params = {"run_at": run_at, "priority": priority, "job_id": job_id}
+    return await _one_job(lambda db: db.reschedule_job, params, schema, target)
 
 
 async def delete_job(job_id: int, *, schema: str = _defaults.SCHEMA, **target: Any) -> Job | None:
     """Deletes a job; returns it, or ``None`` when there was no such job."""
-    return await _one_job(lambda db: db.delete_job, (job_id,), schema, target)
+    return await _one_job(lambda db: db.delete_job, {"job_id": job_id}, schema, target)

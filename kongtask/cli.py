@@ -379,7 +379,7 @@ def add_job(ctx: click.Context, /, task: str, payload_json: str | None, **params
         raise click.UsageError(str(exc), ctx) from None
     _warn_if_no_task_file(settings.tasks, task)
     with _database(settings) as conninfo, _refusals_reported("the job was not added"):
-        job = _run(_add_job(settings, conninfo, statement))
+        job = _run(_add_job(settings, conninfo, statement, task, options.get("queue_name")))
     click.echo(job.id)
 
 
@@ -419,16 +419,16 @@ def _parse_payload(ctx: click.Context, /, text: str | None) -> Any:
         raise click.BadParameter(f"cannot be read: {str(exc).split(';')[0]}", ctx, param_hint="PAYLOAD_JSON") from None
 
 
-async def _add_job(settings: Settings, conninfo: str, statement: tuple[str, tuple[Any, ...]]) -> kongtask.Job:
+async def _add_job(
+    settings: Settings, conninfo: str, statement: tuple[str, tuple[Any, ...]], task: str, queue_name: str | None
+) -> kongtask.Job:
     if settings.connection is None:
         # The embedded database may be brand new.
         await kongtask.migrate(connection_string=conninfo, schema=settings.schema)
     from ._connections import borrow
 
     async with borrow(conninfo) as conn:
-        job = await jobs_api.fetch_job(conn, statement)
-    assert job is not None
-    return job
+        return await jobs_api.fetch_added_job(conn, statement, task, queue_name)
 
 
 @cli.command("add-jobs")
@@ -502,7 +502,7 @@ def _warn_if_no_task_files(folder: Path, tasks: set[str]) -> None:
         log.warning("no task file in %s for %s; a worker without those tasks will never run their jobs", folder, shown)
 
 
-async def _add_jobs(settings: Settings, conninfo: str, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
+async def _add_jobs(settings: Settings, conninfo: str, statements: jobs_api.JobsToAdd) -> int:
     if settings.connection is None:
         # The embedded database may be brand new.
         await kongtask.migrate(connection_string=conninfo, schema=settings.schema)
@@ -580,7 +580,7 @@ def jobs_list(
         error = (r.last_error or "").replace("\n", " ")[:200]
         run_at = r.run_at.isoformat() if r.run_at is not None else r.run_at_text
         click.echo(
-            f"{r.id}\t{r.task_identifier}\t{r.queue_name}\t{r.priority}\t{run_at}\t"
+            f"{r.id}\t{r.task_identifier}\t{r.queue_name or ''}\t{r.priority}\t{run_at}\t"
             f"{r.attempts}/{r.max_attempts}\t{r.locked_by or ''}\t{error}"
         )
 

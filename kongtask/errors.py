@@ -30,6 +30,11 @@ class MigrationError(KongtaskError):
     """The database schema cannot be brought to the version this kongtask knows."""
 
 
+class SchemaChanged(MigrationError):
+    """Another process ran a breaking migration while the worker ran: it stopped, and a restart
+    runs on the new schema."""
+
+
 class TaskLoadError(KongtaskError):
     """A task file or module could not be turned into tasks."""
 

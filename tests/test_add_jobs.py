@@ -144,7 +144,7 @@ def test_more_jobs_than_one_statement_holds_are_all_added(migrated_url: str) -> 
 
 def test_one_notify_per_statement_and_one_delivered_per_call(migrated_url: str) -> None:
     statements = jobs.add_jobs_statements("graphile_worker", [JobSpec("t")] * 25, chunk_size=10)
-    assert len(statements) == 3
+    assert len(statements.chunks) == 3
     with psycopg.connect(migrated_url, autocommit=True) as listener, psycopg.connect(migrated_url) as writer:
         listener.execute('listen "jobs:insert"')
         # The trigger's calls are counted inside the transaction; PostgreSQL folds the equal

@@ -122,13 +122,14 @@ def test_a_newer_breaking_migration_is_refused_and_a_newer_non_breaking_one_only
         _migrate(db_url, "latest")
 
 
-def test_the_worker_refuses_a_modern_database_in_one_line(db_url: str) -> None:
-    _migrate(db_url, "latest")
+def test_the_worker_refuses_a_database_part_way_between_the_schemas_in_one_line(db_url: str) -> None:
+    _migrate(db_url, 5)
     with pytest.raises(MigrationError) as refused:
         asyncio.run(kongtask.run_once(task_list={"x": lambda payload, helpers: None}, connection_string=db_url))
     assert str(refused.value) == (
-        "this database holds graphile-worker's 0.18 schema (migration 20) in schema 'graphile_worker'; "
-        "kongtask's worker runs on the v0.1.0 schema only so far; use a database at migration 1"
+        "this database holds a schema between graphile-worker v0.1.0's and 0.18's (migration 5) in schema "
+        "'graphile_worker', part way between the two schemas kongtask runs on; finish the upgrade with "
+        "`kongtask migrate --to latest`"
     )
 
 
@@ -141,10 +142,10 @@ def test_the_0_18_statements_file_and_its_declarations_agree() -> None:
     assert '"odd ""name"""' in rendered.applied_migrations
 
 
-def test_the_admin_functions_refuse_a_modern_database_in_one_line(db_url: str) -> None:
+def test_the_admin_functions_refuse_a_database_part_way_between_the_schemas(db_url: str) -> None:
     from kongtask import admin
 
-    _migrate(db_url, "latest")
-    for call in (admin.list_jobs(connection_string=db_url), admin.retry_job(1, connection_string=db_url)):
-        with pytest.raises(MigrationError, match=r"^this database holds graphile-worker's 0.18 schema \(migration 20\)"):
-            asyncio.run(call)
+    _migrate(db_url, 12)
+    for call in (admin.list_jobs, lambda **target: admin.retry_job(1, **target)):
+        with pytest.raises(MigrationError, match=r"\(migration 12\) .* finish the upgrade with `kongtask migrate --to latest`$"):
+            asyncio.run(call(connection_string=db_url))

@@ -2,14 +2,13 @@
 
 - :mod:`.generation`: the seam itself (:class:`DatabaseSchema`, :class:`Capabilities`) and the
   rules every schema name follows;
-- :mod:`.v0_1` and ``v0_1.sql``: the v0.1.0 generation, its statements and capabilities;
+- :mod:`.v0_1` and ``v0_1.sql``: the v0.1.0 generation (the default), its statements;
+- :mod:`.v0_18` and ``v0_18.sql``: upstream 0.18's generation (opt-in), its statements;
 - :mod:`.jobs`: the job calls from Python (add, get, complete, fail) and row decoding;
-- :mod:`.v0_18` and ``v0_18.sql``: upstream 0.18's schema, so far only as a migration target;
 - :mod:`.migrate` and ``migrations/``: the numbered migrations, one history for every generation.
 
-The worker for the 0.18 schema is one more class beside ``SchemaV0_1`` that satisfies
-:class:`DatabaseSchema`, and one more entry in :data:`GENERATIONS`; until then :func:`held_by`
-refuses a database past migration 1.
+A worker or an admin call asks :func:`held_by` which generation a database holds, once, and then
+sends that generation's statements only.
 """
 
 from __future__ import annotations
@@ -21,26 +20,23 @@ import psycopg.errors
 from psycopg.rows import tuple_row
 
 from ..errors import MigrationError
-from . import v0_1
+from . import v0_1, v0_18
 from .generation import Capabilities, DatabaseSchema
 from .migrate import describe_level
 
-__all__ = ["GENERATIONS", "Capabilities", "DatabaseSchema", "held_by", "schema_named"]
+__all__ = ["Capabilities", "DatabaseSchema", "held_by", "schema_named"]
 
-#: Every generation kongtask speaks, oldest first, with the highest migration each ends at.
-GENERATIONS = ((v0_1.LAST_MIGRATION, v0_1.schema_named),)
-
-
-def schema_named(name: str) -> DatabaseSchema:
-    """The newest generation kongtask installs, under ``name``: what ``migrate`` brings a database to."""
-    _, named = GENERATIONS[-1]
-    return named(name)
+def schema_named(name: str) -> v0_1.SchemaV0_1:
+    """The default generation's (v0.1.0) statements under ``name``: what ``migrate`` installs on an
+    empty database, what the SQL API functions call, and the check of the name itself."""
+    return v0_1.schema_named(name)
 
 
 async def held_by(conn: psycopg.AsyncConnection[Any], name: str) -> DatabaseSchema:
     """The generation the database behind ``conn`` holds under ``name``, read from its migrations.
 
-    Called when a worker starts, after migrating: the one place that looks before choosing.
+    Called when a worker starts, after migrating, and by each admin call: the one place that looks
+    before choosing.
     """
     migrations = schema_named(name)
     cursor = conn.cursor(row_factory=tuple_row)
@@ -53,10 +49,13 @@ async def held_by(conn: psycopg.AsyncConnection[Any], name: str) -> DatabaseSche
         ) from None
     row = await cursor.fetchone()
     latest = row[0] if row else 0
-    for last_migration, named in GENERATIONS:
-        if latest <= last_migration:
-            return named(name)
-    raise MigrationError(
-        f"this database holds {describe_level(latest)} (migration {latest}) in schema {name!r}; kongtask's "
-        f"worker runs on the v0.1.0 schema only so far; use a database at migration {GENERATIONS[-1][0]}"
-    )
+    if latest <= v0_1.LAST_MIGRATION:
+        return v0_1.schema_named(name)
+    if latest < v0_18.FIRST_RUNNABLE_MIGRATION:
+        raise MigrationError(
+            f"this database holds {describe_level(latest)} (migration {latest}) in schema {name!r}, part way "
+            "between the two schemas kongtask runs on; finish the upgrade with `kongtask migrate --to latest`"
+        )
+    # 19 (0.17) or 20 (0.18); past 20, only by migrations that are not breaking: migrating refuses
+    # the others, and warns.
+    return v0_18.schema_named(name)

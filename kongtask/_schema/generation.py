@@ -1,9 +1,9 @@
 """The seam between kongtask and the schema a database holds: what every generation provides.
 
-A *generation* is one version of the graphile-worker database contract: v0.1.0 today
-(:mod:`kongtask._schema.v0_1`), upstream's current 0.18 next. The worker, admin and add-job code
-talk to one :class:`DatabaseSchema` object, chosen when a worker starts (:func:`kongtask._schema.held_by`),
-and never to a generation's tables directly. A generation declares what it can do in
+A *generation* is one version of the graphile-worker database contract: v0.1.0, the default
+(:mod:`kongtask._schema.v0_1`), and upstream's current 0.18 (:mod:`kongtask._schema.v0_18`), opt-in.
+The worker and admin code talk to one :class:`DatabaseSchema` object, chosen when a worker starts
+(:func:`kongtask._schema.held_by`), and never to a generation's tables directly. A generation declares what it can do in
 :class:`Capabilities`, so callers branch on a capability, not on a version number.
 """
 
@@ -39,10 +39,12 @@ class Capabilities:
 
 
 class DatabaseSchema(Protocol):
-    """The statements and capabilities of the schema one database holds, under one schema name.
+    """The statements and capabilities of the schema one database holds, under one schema name:
+    what a running worker and the admin calls send.
 
-    Each statement attribute is rendered once for :attr:`name` and executed with parameters. A
-    generation without a statement's capability leaves it out of its own class, and callers check
+    Each statement attribute is rendered once for :attr:`name` and executed with parameters (named
+    ones, so that each generation takes what it needs from the same mapping). A generation without
+    a statement's capability leaves it out of its own class, and callers check
     :attr:`capabilities` first.
     """
 
@@ -52,9 +54,6 @@ class DatabaseSchema(Protocol):
     capabilities: Capabilities
 
     # the job lifecycle: fetch, release (complete or fail), and their recovery
-    get_job: str
-    complete_job: str
-    fail_job: str
     get_jobs: str
     release_jobs: str
     return_jobs: str
@@ -67,22 +66,16 @@ class DatabaseSchema(Protocol):
     retry_job: str
     reschedule_job: str
     delete_job: str
-    # NOTIFY wake-ups
+    # NOTIFY wake-ups: new jobs, and migrations run by other processes
     listen: str
-    # migrations
-    migrations_table: str
-    latest_migration: str
-    record_migration: str
-    migration_lock: str
-    create_schema: str
-    create_migrations_table: str
-    # adding jobs in bulk
-    add_jobs: str
-    analyze_jobs: str
 
-    def add_job(self, options: tuple[str, ...]) -> str:
-        """``add_job`` naming just the given optional arguments."""
-        ...
+    @property
+    def register_tasks(self) -> str | None:
+        """Records the pool's task names where the schema keeps a table of them (0.18), else None."""
+
+    @property
+    def expire_locks(self) -> str | None:
+        """Unlocks what a dead pool left locked, where fetching does not take it over (0.18), else None."""
 
 
 def schema_name_problem(schema: str) -> str | None:

@@ -25,14 +25,14 @@ from psycopg.types.json import JsonLoader
 
 from .._job import Job, JobOptions, JobSpec, Unpack
 from ..errors import PayloadError
-from . import schema_named
+from . import schema_named, v0_18
 from .v0_1 import ADD_JOB_OPTIONS
 
 #: Upstream's get_job default: a queue locked longer than this is taken as abandoned. The SQL API
 #: keeps it; kongtask's workers pass defaults.JOB_EXPIRY, which their heartbeats make safe.
 UPSTREAM_JOB_EXPIRY = timedelta(hours=4)
 
-_Statement = tuple[str, tuple[Any, ...]]
+_Statement = tuple[str, Any]  # the text and its parameters: a tuple, or a mapping for named ones
 
 #: The longest task identifier or queue name a job may have. v0.1.0's columns are unbounded text,
 #: but a name of thousands of characters fails inside PostgreSQL's index on the queue; upstream's
@@ -229,14 +229,35 @@ def _job_index(index: int) -> str:
 ANALYZE_AFTER_JOBS = 1000
 
 
+@dataclass(frozen=True)
+class JobsToAdd:
+    """Checked jobs, in chunks of parameter arrays, ready to be added to the schema a database holds."""
+
+    schema: str
+    chunks: list[tuple[list[Any], ...]]
+    analyze: bool
+
+    def __bool__(self) -> bool:
+        return bool(self.chunks)
+
+    def statements(self, modern: bool) -> list[_Statement]:
+        """One statement per chunk for v0.1.0's tables or, ``modern``, for 0.18's add_jobs; then ANALYZE."""
+        queries: Any = v0_18.schema_named(self.schema) if modern else schema_named(self.schema)
+        statements: list[_Statement] = [(queries.add_jobs, chunk) for chunk in self.chunks]
+        if self.analyze:
+            statements.append((queries.analyze_jobs, ()))
+        return statements
+
+
 def add_jobs_statements(
     schema: str,
     specs: Iterable[JobSpec | Mapping[str, Any]],
     *,
     chunk_size: int = ADD_JOBS_CHUNK,
     name_of: Callable[[int], str] = _job_index,
-) -> list[_Statement]:
-    """Checks every job of ``specs`` and builds the INSERTs that add them, ``chunk_size`` rows each.
+) -> JobsToAdd:
+    """Checks every job of ``specs`` and groups them for the statements that add them, ``chunk_size``
+    rows each (see :meth:`JobsToAdd.statements`).
 
     A bad job raises :class:`PayloadError` naming it (``name_of`` its index: ``job 3`` by default)
     before anything is sent. Each job is checked by :func:`check_job`, as ``add_job`` checks one.
@@ -256,14 +277,9 @@ def add_jobs_statements(
         queue_names.append(job.queue_name)
         run_ats.append(job.run_at)
         max_attempts.append(job.max_attempts)
-    queries = schema_named(schema)
-    statements: list[_Statement] = [
-        (queries.add_jobs, tuple(column[start:start + chunk_size] for column in columns))
-        for start in range(0, len(identifiers), chunk_size)
-    ]
-    if len(identifiers) >= ANALYZE_AFTER_JOBS:
-        statements.append((queries.analyze_jobs, ()))
-    return statements
+    starts = range(0, len(identifiers), chunk_size)
+    chunks = [tuple(column[start:start + chunk_size] for column in columns) for start in starts]
+    return JobsToAdd(schema, chunks, analyze=len(identifiers) >= ANALYZE_AFTER_JOBS)
 
 
 def _as_job_spec(spec: JobSpec | Mapping[str, Any]) -> JobSpec:
@@ -331,14 +347,62 @@ async def fetch_rows(
     return await cursor.fetchall()
 
 
+def _added_job(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], row: tuple[Any, ...] | None,
+               identifier: str, queue_name: str | None) -> Job:
+    """The job that ``add_job`` returned: a row of v0.1.0's jobs table, or of 0.18's private table,
+    which names its task and queue by id (they are the ones the job was added with)."""
+    assert row is not None and cursor.description is not None
+    names = [column.name for column in cursor.description]
+    if "job_queue_id" not in names:
+        job = job_or_none(row)
+        assert job is not None
+        return job
+    value = dict(zip(names, row, strict=True))
+    return Job(
+        value["id"], queue_name, identifier, value["payload"], value["priority"], value["run_at"], value["attempts"],
+        value["max_attempts"], value["last_error"], value["created_at"], value["updated_at"], value["key"],
+        value["revision"], value["flags"],
+    )
+
+
+async def fetch_added_job(
+    conn: psycopg.AsyncConnection[Any], statement: _Statement, identifier: str, queue_name: str | None
+) -> Job:
+    """Runs an ``add_job`` statement (see :func:`add_job_statement`) on either schema generation."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(*statement)
+    return _added_job(cursor, await cursor.fetchone(), identifier, queue_name)
+
+
+def fetch_added_job_sync(
+    conn: psycopg.Connection[Any], statement: _Statement, identifier: str, queue_name: str | None
+) -> Job:
+    """The synchronous twin of :func:`fetch_added_job`."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    cursor.execute(*statement)
+    return _added_job(cursor, cursor.fetchone(), identifier, queue_name)
+
+
 def fetch_job_sync(conn: psycopg.Connection[Any], statement: _Statement) -> Job | None:
     cursor = conn.cursor(row_factory=tuple_row)
     cursor.execute(*statement)
     return job_or_none(cursor.fetchone())
 
 
-async def insert_jobs(conn: psycopg.AsyncConnection[Any], statements: list[_Statement]) -> int:
-    """Runs the statements of :func:`add_jobs_statements` so that every job is added, or none.
+def _holds_0_18_probe(schema: str) -> _Statement:
+    # Whether the schema's jobs live in 0.18's private table: the one question adding jobs asks,
+    # since the statements differ and the caller's connection may point at either generation.
+    queries = schema_named(schema)
+    return queries.migrations_table, (f"{queries.quoted_schema}._private_jobs",)
+
+
+def _added(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> int:
+    # v0.1.0's INSERT counts its rows; 0.18's add_jobs call returns the count; ANALYZE neither.
+    return max(cursor.rowcount, 0) if cursor.description is None else -1
+
+
+async def insert_jobs(conn: psycopg.AsyncConnection[Any], plan: JobsToAdd) -> int:
+    """Adds the jobs of :func:`add_jobs_statements` to the schema the database holds, all or none.
 
     Returns how many were added. Like ``add_job``, the jobs join the caller's transaction (inside a
     savepoint, so a failure leaves it usable) and count only if it commits; on an autocommit
@@ -346,18 +410,26 @@ async def insert_jobs(conn: psycopg.AsyncConnection[Any], statements: list[_Stat
     """
     added = 0
     async with conn.transaction() if _needs_transaction(conn) else contextlib.nullcontext():
-        for statement in statements:
-            cursor = await conn.execute(*statement)
-            added += max(cursor.rowcount, 0)  # -1 for ANALYZE
+        cursor = conn.cursor(row_factory=tuple_row)
+        await cursor.execute(*_holds_0_18_probe(plan.schema))
+        row = await cursor.fetchone()
+        for statement in plan.statements(modern=row is not None and row[0] is not None):
+            await cursor.execute(*statement)
+            count = _added(cursor)
+            added += count if count >= 0 else (await cursor.fetchone() or (0,))[0]
     return added
 
 
-def insert_jobs_sync(conn: psycopg.Connection[Any], statements: list[_Statement]) -> int:
+def insert_jobs_sync(conn: psycopg.Connection[Any], plan: JobsToAdd) -> int:
     """The synchronous twin of :func:`insert_jobs`."""
     added = 0
     with conn.transaction() if _needs_transaction(conn) else contextlib.nullcontext():
-        for statement in statements:
-            added += max(conn.execute(*statement).rowcount, 0)  # -1 for ANALYZE
+        cursor = conn.cursor(row_factory=tuple_row)
+        row = cursor.execute(*_holds_0_18_probe(plan.schema)).fetchone()
+        for statement in plan.statements(modern=row is not None and row[0] is not None):
+            cursor.execute(*statement)
+            count = _added(cursor)
+            added += count if count >= 0 else (cursor.fetchone() or (0,))[0]
     return added
 
 
@@ -372,9 +444,8 @@ async def add_job(
     conn: psycopg.AsyncConnection[Any], schema: str, identifier: str, payload: Any = None, **options: Unpack[JobOptions]
 ) -> Job:
     """Adds a job with ``<schema>.add_job`` and returns it."""
-    job = await fetch_job(conn, add_job_statement(schema, identifier, payload, **options))
-    assert job is not None
-    return job
+    statement = add_job_statement(schema, identifier, payload, **options)
+    return await fetch_added_job(conn, statement, identifier, options.get("queue_name"))
 
 
 async def get_job(
@@ -406,9 +477,8 @@ def add_job_sync(
     conn: psycopg.Connection[Any], schema: str, identifier: str, payload: Any = None, **options: Unpack[JobOptions]
 ) -> Job:
     """The synchronous twin of :func:`add_job`."""
-    job = fetch_job_sync(conn, add_job_statement(schema, identifier, payload, **options))
-    assert job is not None
-    return job
+    statement = add_job_statement(schema, identifier, payload, **options)
+    return fetch_added_job_sync(conn, statement, identifier, options.get("queue_name"))
 
 
 def get_job_sync(

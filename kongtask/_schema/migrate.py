@@ -280,6 +280,8 @@ def describe_level(latest: int) -> str:
         return "graphile-worker v0.1.0's schema"
     if latest >= v0_18.LAST_MIGRATION:
         return "graphile-worker's 0.18 schema"
+    if latest == v0_18.FIRST_RUNNABLE_MIGRATION:
+        return "graphile-worker's 0.17 schema"
     return "a schema between graphile-worker v0.1.0's and 0.18's"
 
 

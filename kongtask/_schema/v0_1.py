@@ -109,6 +109,9 @@ class SchemaV0_1:
     # adding jobs in bulk
     add_jobs: str
     analyze_jobs: str
+    # what only the 0.18 schema needs: v0.1.0 has no task table, and fetching takes over expired locks
+    register_tasks: str | None = None
+    expire_locks: str | None = None
 
     def __init__(self, schema: str) -> None:
         problem = schema_name_problem(schema)

@@ -130,12 +130,11 @@ where run_at <= now() and attempts < max_attempts and task_identifier <> all(%s:
 group by task_identifier order by count(*) desc, task_identifier limit 10
 
 -- name: heartbeat
--- Keeps the queues of running jobs fresh, so only a dead worker's lock ever expires. Only the exact
--- (worker, queue) pairs of running jobs: a stray lock under a worker's id (a fetch whose reply was
--- lost) must still expire.
+-- Keeps the queues of held jobs (running, buffered, being released) fresh, so only a dead
+-- worker's lock ever expires. Only the queues of held jobs: a stray lock under the pool's id (a
+-- fetch whose reply was lost) must still expire.
 update {schema}.job_queues as q set locked_at = now()
-from unnest(%s::text[], %s::text[]) as held(worker_id, queue_name)
-where q.locked_by = held.worker_id and q.queue_name = held.queue_name
+where q.locked_by = %(worker_id)s and q.queue_name = any(%(queue_names)s::text[])
 
 -- ===== admin: plain SQL on the v0.1.0 tables, no schema of their own =====
 
@@ -155,24 +154,25 @@ order by j.priority, j.run_at, j.id limit %(limit)s
 
 -- name: unlock_worker
 update {schema}.job_queues set locked_by = null, locked_at = null
-where locked_by = %s returning queue_name
+where locked_by = %(worker_id)s returning queue_name
 
 -- name: retry_job
 -- One more attempt, now; attempts keeps its history.
 update {schema}.jobs set run_at = now(), max_attempts = greatest(max_attempts, attempts + 1)
-where id = %s returning *
+where id = %(job_id)s returning *
 
 -- name: reschedule_job
-update {schema}.jobs set run_at = coalesce(%s, run_at), priority = coalesce(%s, priority)
-where id = %s returning *
+update {schema}.jobs set run_at = coalesce(%(run_at)s, run_at), priority = coalesce(%(priority)s, priority)
+where id = %(job_id)s returning *
 
 -- name: delete_job
-delete from {schema}.jobs where id = %s returning *
+delete from {schema}.jobs where id = %(job_id)s returning *
 
 -- ===== NOTIFY wake-ups =====
 
 -- name: listen
-listen {channel}
+-- New jobs, and migrations run by other processes (a breaking one stops the worker).
+listen {channel}; listen "worker:migrate"
 
 -- ===== migrations =====
 

@@ -1,9 +1,9 @@
-"""graphile-worker's 0.18 schema (migrations 2 to 20), so far only as a migration target.
+"""graphile-worker's 0.18 schema (migrations 2 to 20): every statement kongtask sends to it, the
+named blocks of ``v0_18.sql``.
 
-kongtask installs and upgrades to it when asked (``kongtask migrate --to latest``), but its worker
-runs on the v0.1.0 schema only: this module holds just the statements that migrating needs, the
-named blocks of ``v0_18.sql``. It is not a :class:`~kongtask._schema.generation.DatabaseSchema`;
-the worker's statements for this schema are a later step.
+:class:`SchemaV0_18` is this generation's :class:`~kongtask._schema.generation.DatabaseSchema`: the
+worker's batched fetch and release on the private tables, the admin calls through upstream's SQL
+admin functions, and the statements that migrating to it needs.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ import functools
 
 from psycopg import sql
 
-from .generation import schema_name_problem
+from .generation import Capabilities, schema_name_problem
 from .v0_1 import declared_statements, read_named_blocks, render_statement
 
 #: The highest migration of this generation, the newest kongtask knows.
 LAST_MIGRATION = 20
+
+#: The lowest migration this generation's statements run on: 19, graphile-worker 0.17's schema
+#: (20 only changes what add_job and add_jobs insert), so kongtask joins 0.17 fleets as they are.
+FIRST_RUNNABLE_MIGRATION = 19
 
 #: The migrations after which workers of the earlier ones must stop (graphile-worker's list).
 BREAKING_MIGRATIONS = frozenset({1, 3, 11, 13, 14, 16, 19})
@@ -28,10 +32,32 @@ _SENT_AS_WRITTEN = frozenset({"migrations_columns", "notify_migrated"})
 
 
 class SchemaV0_18:
-    """The migration statements of the 0.18 schema under one name, rendered once."""
+    """The 0.18 schema under one name: its statements, rendered once, and its capabilities."""
 
     generation = "0.18"
+    capabilities = Capabilities(job_keys=True, flags=True, jobs_view=True, pool_locks=True)
 
+    # the job lifecycle: fetch, release (complete or fail), and their recovery
+    register_tasks: str
+    get_jobs: str
+    release_jobs: str
+    return_jobs: str
+    return_stray_checkouts: str
+    heartbeat: str
+    expire_locks: str
+    due_jobs_without_task: str
+    # admin
+    list_jobs: str
+    unlock_worker: str
+    retry_job: str
+    reschedule_job: str
+    delete_job: str
+    # NOTIFY wake-ups
+    listen: str
+    # adding jobs in bulk
+    add_jobs: str
+    analyze_jobs: str
+    # migrations
     migrations_columns: str
     applied_migrations: str
     applied_migrations_breaking: str
