@@ -146,6 +146,11 @@ class Runner:
     # --- public surface ----------------------------------------------------------------------------
 
     @property
+    def schema_generation(self) -> str:
+        """Which graphile-worker schema the database holds, as read at start: ``"v0.1.0"`` or ``"0.18"``."""
+        return self._config.database.generation
+
+    @property
     def worker_ids(self) -> list[str]:
         return [self._checkouts.lock_id]
 

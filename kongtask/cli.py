@@ -297,20 +297,21 @@ async def _work(settings: Settings, tasks: dict[str, Any], conninfo: str) -> Non
     # yet (it may be starting beside us); --once, a refused login or a bad host fail in one line.
     options = config.library_arguments(settings, WORKER)
     started = (
-        "worker started on %s: tasks %s from %s; %d job(s) at a time, up to %d per fetch",
-        describe_target(conninfo), ", ".join(sorted(tasks)), settings.tasks, settings.jobs, settings.batch_size,
+        "worker started on %s (graphile-worker %s schema): tasks %s from %s; %d job(s) at a time, up to %d per fetch"
     )
     if settings.once:
         # Started (migrated, its schema read) before "worker started" is said of it.
         once = await start_workers(
             ResolvedOptions(task_list=tasks, connection_string=conninfo, handle_signals=True, **options), once=True
         )
-        log.info(*started)
+        log.info(started, describe_target(conninfo), once.schema_generation, ", ".join(sorted(tasks)), settings.tasks,
+                 settings.jobs, settings.batch_size)
         await once.wait()
         return
     runner = await kongtask.run(task_list=tasks, connection_string=conninfo, handle_signals=True, **options)
     # Its lock id is what `kongtask jobs list --state locked` and `jobs unlock` name.
-    log.info(started[0] + "; locks as %s", *started[1:], runner.worker_ids[0])
+    log.info(started + "; locks as %s", describe_target(conninfo), runner.schema_generation, ", ".join(sorted(tasks)),
+             settings.tasks, settings.jobs, settings.batch_size, runner.worker_ids[0])
     parent = supervisor_pid()
     follower = asyncio.ensure_future(_stop_when_orphaned(runner, parent)) if parent else None
     loop = asyncio.get_running_loop()
@@ -664,6 +665,25 @@ def show_config(ctx: click.Context, /, **params: Any) -> None:
         bare = isinstance(getattr(settings, opt.name), (bool, int, float, timedelta))
         shown = value if bare else json.dumps(value)
         click.echo(f"{opt.name} = {shown}  # {source}")
+    click.echo(f"# database: {_run(_describe_database(settings))}")
+
+
+async def _describe_database(settings: Settings) -> str:
+    """What the configured database holds, in words; never an error (config only shows)."""
+    from ._connections import connect
+    from ._schema import describe_held
+
+    if settings.connection is None:
+        return "the embedded PostgreSQL; its schema is read when a worker starts"
+    try:
+        conn = await connect(settings.connection, connect_timeout=3)
+    except (KongtaskError, psycopg.Error) as exc:
+        return f"not reachable ({mask_password(first_line(exc))})"
+    async with conn:
+        try:
+            return await describe_held(conn, settings.schema)
+        except psycopg.Error as exc:
+            return f"cannot read its schema ({mask_password(first_line(exc))})"
 
 
 @cli.group()

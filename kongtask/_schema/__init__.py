@@ -24,7 +24,7 @@ from . import v0_1, v0_18
 from .generation import Capabilities, DatabaseSchema
 from .migrate import describe_level
 
-__all__ = ["Capabilities", "DatabaseSchema", "held_by", "schema_named"]
+__all__ = ["Capabilities", "DatabaseSchema", "describe_held", "held_by", "schema_named"]
 
 def schema_named(name: str) -> v0_1.SchemaV0_1:
     """The default generation's (v0.1.0) statements under ``name``: what ``migrate`` installs on an
@@ -59,3 +59,15 @@ async def held_by(conn: psycopg.AsyncConnection[Any], name: str) -> DatabaseSche
     # 19 (0.17) or 20 (0.18); past 20, only by migrations that are not breaking: migrating refuses
     # the others, and warns.
     return v0_18.schema_named(name)
+
+
+async def describe_held(conn: psycopg.AsyncConnection[Any], name: str) -> str:
+    """What the database behind ``conn`` holds under ``name``, in words, for ``kongtask config``."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    try:
+        await cursor.execute(schema_named(name).latest_migration, ())
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return f"no kongtask schema named {name!r} yet: `kongtask migrate` (or a worker) installs v0.1.0's"
+    row = await cursor.fetchone()
+    latest = row[0] if row else 0
+    return f"{describe_level(latest)} (migration {latest}) in schema {name!r}"

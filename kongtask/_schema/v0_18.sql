@@ -60,6 +60,7 @@ select j.id, q.queue_name, t.identifier, j.payload, j.priority, j.run_at, j.atte
 from taken as j
 inner join {schema}._private_tasks as t on t.id = j.task_id
 left join {schema}._private_job_queues as q on q.id = j.job_queue_id
+order by j.priority, j.run_at, j.id
 
 -- name: release_jobs
 -- The worker's release: many jobs in one statement. A completed job is deleted; a failed one
