@@ -12,10 +12,10 @@ The public API:
 
 from __future__ import annotations
 
-from ._add_job import add_job, add_job_sync, add_jobs, add_jobs_sync
+from ._add_job import add_job, add_job_sync, add_jobs, add_jobs_sync, remove_job, remove_job_sync
 from ._app import App
 from ._helpers import Helpers, SyncHelpers
-from ._job import Job, JobOptions, JobSpec
+from ._job import JOB_KEY_MODES, Job, JobKeyMode, JobOptions, JobSpec
 from ._run import migrate, run, run_once
 from ._worker_pool import Runner
 from .errors import (
@@ -25,17 +25,20 @@ from .errors import (
     MigrationError,
     PayloadError,
     SchemaChanged,
+    SchemaTooOld,
     TaskLoadError,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "JOB_KEY_MODES",
     "App",
     "ConfigurationError",
     "ConnectionFailed",
     "Helpers",
     "Job",
+    "JobKeyMode",
     "JobOptions",
     "JobSpec",
     "KongtaskError",
@@ -43,6 +46,7 @@ __all__ = [
     "PayloadError",
     "Runner",
     "SchemaChanged",
+    "SchemaTooOld",
     "SyncHelpers",
     "TaskLoadError",
     "__version__",
@@ -51,6 +55,8 @@ __all__ = [
     "add_jobs",
     "add_jobs_sync",
     "migrate",
+    "remove_job",
+    "remove_job_sync",
     "run",
     "run_once",
 ]

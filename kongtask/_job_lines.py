@@ -1,7 +1,8 @@
 """Jobs written as JSON lines (``kongtask add-jobs``): one object per line becomes a :class:`JobSpec`.
 
-The keys are those of ``kongtask add-job``: ``task``, ``payload``, ``queue``, ``run_at`` and
-``max_attempts``. A line that cannot be a job raises :class:`JobLineError` naming its number, what
+The keys are those of ``kongtask add-job``: ``task``, ``payload``, ``queue``, ``run_at``,
+``max_attempts``, ``priority``, ``job_key`` and ``flags`` (an array of strings).
+A line that cannot be a job raises :class:`JobLineError` naming its number, what
 is wrong and how to write it; the job's own values are checked later, by the same checks as every job.
 """
 
@@ -17,7 +18,7 @@ from .settings import parse_timestamp
 
 #: The keys a line may hold, as ``kongtask add-job`` names them, and the JobSpec field of each.
 KEYS = {"task": "identifier", "payload": "payload", "queue": "queue_name", "run_at": "run_at",
-        "max_attempts": "max_attempts"}
+        "max_attempts": "max_attempts", "priority": "priority", "job_key": "job_key", "flags": "flags"}
 
 EXAMPLE = '{"task": "send_email", "payload": {"to": "a@example.com"}, "queue": "mail"}'
 

@@ -375,12 +375,12 @@ def add_job(ctx: click.Context, /, task: str, payload_json: str | None, **params
     options = config.library_arguments(settings, ADD_JOB)
     schema = options.pop("schema")
     try:
-        statement = jobs_api.add_job_statement(schema, task, payload, **options)
+        planned = jobs_api.plan_add_job(schema, task, payload, **options)
     except PayloadError as exc:
         raise click.UsageError(str(exc), ctx) from None
     _warn_if_no_task_file(settings.tasks, task)
     with _database(settings) as conninfo, _refusals_reported("the job was not added"):
-        job = _run(_add_job(settings, conninfo, statement, task, options.get("queue_name")))
+        job = _run(_add_job(settings, conninfo, planned))
     click.echo(job.id)
 
 
@@ -420,16 +420,14 @@ def _parse_payload(ctx: click.Context, /, text: str | None) -> Any:
         raise click.BadParameter(f"cannot be read: {str(exc).split(';')[0]}", ctx, param_hint="PAYLOAD_JSON") from None
 
 
-async def _add_job(
-    settings: Settings, conninfo: str, statement: tuple[str, tuple[Any, ...]], task: str, queue_name: str | None
-) -> kongtask.Job:
+async def _add_job(settings: Settings, conninfo: str, planned: jobs_api.AddJob) -> kongtask.Job:
     if settings.connection is None:
         # The embedded database may be brand new.
         await kongtask.migrate(connection_string=conninfo, schema=settings.schema)
     from ._connections import borrow
 
     async with borrow(conninfo) as conn:
-        return await jobs_api.fetch_added_job(conn, statement, task, queue_name)
+        return await jobs_api.insert_job(conn, planned)
 
 
 @cli.command("add-jobs")

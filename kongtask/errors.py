@@ -30,6 +30,10 @@ class MigrationError(KongtaskError):
     """The database schema cannot be brought to the version this kongtask knows."""
 
 
+class SchemaTooOld(MigrationError):
+    """What was asked needs graphile-worker's 0.18 schema, and the database holds v0.1.0's."""
+
+
 class SchemaChanged(MigrationError):
     """Another process ran a breaking migration while the worker ran: it stopped, and a restart
     runs on the new schema."""

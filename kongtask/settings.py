@@ -165,6 +165,30 @@ def _name(value: Any) -> str:
     return text
 
 
+def _job_key(value: Any) -> str:
+    text = value if isinstance(value, str) else ""
+    if not 1 <= len(text) <= 512:
+        raise ValueError("expected a key of 1 to 512 characters")
+    return text
+
+
+def _job_key_mode(value: Any) -> str:
+    from ._job import JOB_KEY_MODES
+
+    text = _text(value)
+    if text not in JOB_KEY_MODES:
+        raise ValueError(f"{text!r} is not a mode; choose {', '.join(JOB_KEY_MODES)}")
+    return text
+
+
+def _flag_list(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else _text(value).split(",")
+    flags = [item.strip() for item in items if isinstance(item, str) and item.strip()]
+    if len(flags) != len(items):
+        raise ValueError("expected flag names separated by commas, such as slow,external-api")
+    return flags
+
+
 def _conninfo(value: Any) -> str:
     text = _text(value)
     from ._connections import connection_kwargs  # psycopg, only when a connection is given
@@ -337,12 +361,33 @@ class Settings:
         passes_as="max_attempts",
         help="How many times the job is tried before it is given up.",
     )
+    priority: int | None = option(
+        None, metavar="N", commands=(ADD_JOB,), parse=_whole_number(-32768, 32767), shown_default="0",
+        passes_as="priority",
+        help="A smaller number runs first (-32768 to 32767).",
+    )
+    job_key: str | None = option(
+        None, metavar="KEY", commands=(ADD_JOB,), parse=_job_key, passes_as="job_key",
+        help="At most one waiting job has this key; adding another changes it (--job-key-mode). "
+        "Needs the 0.18 schema.",
+    )
+    job_key_mode: str | None = option(
+        None, metavar="MODE", commands=(ADD_JOB,), parse=_job_key_mode, shown_default="replace",
+        passes_as="job_key_mode",
+        help="replace (debounce: the new job replaces the waiting one), preserve_run_at (throttle: the same, "
+        "keeping its run_at) or unsafe_dedupe (keep the existing job as it is).",
+    )
+    flags: list[str] | None = option(
+        None, metavar="NAME,...", commands=(ADD_JOB,), parse=_flag_list, show=",".join, shown_default="none",
+        passes_as="flags",
+        help="Flags a worker may refuse to run (its forbidden flags), comma-separated. Needs the 0.18 schema.",
+    )
     migrate_to: int | str | None = option(
         None, long="--to", metavar="N|latest", commands=(MIGRATE,), parse=_migration_target, passes_as="to",
         shown_default="1, graphile-worker v0.1.0's schema",
         help="The migration to bring the database to: latest (20, graphile-worker 0.18's schema; job ids "
-        "change on the way, and Node graphile-worker 0.1.0 and kongtask's worker cannot run on it yet) or "
-        "a number. A database past it is left as it is.",
+        "change on the way, and Node graphile-worker 0.1.0 workers cannot run on it) or a number. A "
+        "database past it is left as it is.",
     )
     log_level: str = option(
         "info", metavar="LEVEL", commands=_ALL, parse=_choice("debug", "info", "warning", "error"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.cli_support import clean_env, one_line
+from tests.cli_support import clean_env, one_line, runs
 from tests.cli_support import kongtask as run
 
 
@@ -62,3 +62,28 @@ def test_the_worker_refuses_a_database_part_way_between_the_schemas_in_one_line(
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("kongtask: error: this database holds a schema between graphile-worker v0.1.0's and 0.18's")
     assert last.endswith("finish the upgrade with `kongtask migrate --to latest`")
+
+
+def test_on_the_0_18_schema_every_command_works_and_says_which_schema_it_found(
+    project: Path, modern_url: str
+) -> None:
+    out = project / "runs.jsonl"
+    env = clean_env(DATABASE_URL=modern_url, KT_TEST_OUT=str(out))
+    config = run("config", cwd=project, env=env)
+    assert config.returncode == 0, config.stderr
+    assert "# database: graphile-worker's 0.18 schema (migration 20) in schema 'graphile_worker'" in config.stdout
+
+    assert run("add-job", "record", '{"n": 1}', "--queue", "q", cwd=project, env=env).returncode == 0
+    added = run("add-jobs", cwd=project, env=env, input='{"task": "record", "payload": {"n": 2}}\n'
+                                                      '{"task": "record", "payload": {"n": 3}}\n')
+    assert added.returncode == 0 and added.stdout.strip() == "added 2 jobs", added.stderr
+    listed = run("jobs", "list", cwd=project, env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split("\t") for line in listed.stdout.strip().splitlines()[1:]]
+    assert [(row[1], row[2]) for row in rows] == [("record", "q"), ("record", ""), ("record", "")]
+
+    worked = run("worker", "--once", cwd=project, env=env)
+    assert worked.returncode == 0, worked.stderr
+    assert "(graphile-worker 0.18 schema)" in worked.stderr
+    assert sorted(r["payload"]["n"] for r in runs(out)) == [1, 2, 3]
+    assert run("jobs", "list", cwd=project, env=env).stdout.strip().splitlines()[1:] == []

@@ -17,14 +17,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
+import psycopg.errors
 from psycopg import adapters, pq
 from psycopg.abc import AdaptContext, Buffer
 from psycopg.adapt import AdaptersMap, Loader
 from psycopg.rows import tuple_row
 from psycopg.types.json import JsonLoader
 
-from .._job import Job, JobOptions, JobSpec, Unpack
-from ..errors import PayloadError
+from .._job import JOB_KEY_MODES, Job, JobOptions, JobSpec, Unpack
+from ..errors import PayloadError, SchemaTooOld
 from . import schema_named, v0_18
 from .v0_1 import ADD_JOB_OPTIONS
 
@@ -136,13 +137,13 @@ def _check_utf8(what: str, text: str) -> None:
         ) from None
 
 
-def _check_name(what: str, name: str) -> None:
+def _check_name(what: str, name: str, limit: int | None = MAX_NAME_LENGTH) -> None:
     if not name:
         # An empty queue name would be one queue that every such job shares, one at a time.
         raise PayloadError(f"{what} must not be empty; leave it out for the default")
-    if len(name) > MAX_NAME_LENGTH:
+    if limit is not None and len(name) > limit:
         raise PayloadError(
-            f"{what} is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed"
+            f"{what} is {len(name)} characters long; at most {limit} are allowed"
         )
     if "\x00" in name:
         raise PayloadError(f"{what} holds a NUL character (at character {name.index(chr(0))}), which "
@@ -170,6 +171,15 @@ def check_run_at(run_at: datetime) -> None:
         ) from None
 
 
+#: A job's priority: 0.18's column is a smallint (v0.1.0's an int; kongtask keeps one range).
+PRIORITY_RANGE = (-(2**15), 2**15 - 1)
+#: upstream's limits on a job key.
+MAX_JOB_KEY_LENGTH = 512
+
+#: The options only graphile-worker's 0.18 schema has.
+MODERN_OPTIONS = ("job_key", "job_key_mode", "flags")
+
+
 def check_job(
     identifier: str,
     payload: Any = None,
@@ -177,6 +187,10 @@ def check_job(
     queue_name: str | None = None,
     run_at: datetime | None = None,
     max_attempts: int | None = None,
+    priority: int | None = None,
+    job_key: str | None = None,
+    job_key_mode: str | None = None,
+    flags: Any = None,
 ) -> str:
     """Checks the options of one job, wherever it is added; returns its payload as JSON text."""
     if not isinstance(identifier, str) or not identifier:
@@ -194,24 +208,87 @@ def check_job(
         isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= MAX_ATTEMPTS
     ):
         raise PayloadError(f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS}, got {max_attempts!r}")
+    low, high = PRIORITY_RANGE
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not low <= priority <= high):
+        raise PayloadError(f"priority must be a whole number from {low} to {high} (smaller runs first), "
+                           f"got {priority!r}")
+    if job_key is not None:
+        if not isinstance(job_key, str) or not 1 <= len(job_key) <= MAX_JOB_KEY_LENGTH:
+            shown = f"{len(job_key)} characters long" if isinstance(job_key, str) else repr(job_key)
+            raise PayloadError(f"job_key must be a string of 1 to {MAX_JOB_KEY_LENGTH} characters, got {shown}")
+        _check_name("job_key", job_key, limit=MAX_JOB_KEY_LENGTH)
+    if job_key_mode is not None:
+        if job_key_mode not in JOB_KEY_MODES:
+            raise PayloadError(f"job_key_mode must be one of {', '.join(JOB_KEY_MODES)}, got {job_key_mode!r}")
+        if job_key is None:
+            raise PayloadError(f"job_key_mode {job_key_mode!r} needs a job_key; give one, or leave the mode out")
+    if flags is not None:
+        if isinstance(flags, str) or not isinstance(flags, (list, tuple)):
+            raise PayloadError(f"flags must be a list of strings, got {flags!r}")
+        for flag in flags:
+            if not isinstance(flag, str):
+                raise PayloadError(f"flags must be a list of strings, got {flag!r} among them")
+            _check_name("a flag", flag, limit=None)
     return encode_payload(payload)
 
 
-def add_job_statement(
-    schema: str,
-    identifier: str,
-    payload: Any = None,
-    *,
-    queue_name: str | None = None,
-    run_at: datetime | None = None,
-    max_attempts: int | None = None,
-) -> _Statement:
-    """Checks the options of one job and builds its ``add_job`` call."""
-    text = check_job(identifier, payload, queue_name=queue_name, run_at=run_at, max_attempts=max_attempts)
-    given = {"queue_name": queue_name, "run_at": run_at, "max_attempts": max_attempts}
-    options = tuple(name for name in ADD_JOB_OPTIONS if given[name] is not None)
-    params = (identifier, text, *(given[name] for name in options))
-    return schema_named(schema).add_job(options), params
+@dataclass(frozen=True)
+class AddJob:
+    """One checked job, ready to be added to the schema a database holds.
+
+    Most jobs are added with one statement that both schemas accept; a job with an option that
+    only 0.18's schema has, or with a priority, is added after one question about which schema
+    the database holds (:attr:`needs_schema`).
+    """
+
+    schema: str
+    identifier: str
+    payload: str
+    options: dict[str, Any]
+
+    @property
+    def queue_name(self) -> str | None:
+        return self.options.get("queue_name")
+
+    @property
+    def needs_schema(self) -> bool:
+        return any(name in self.options for name in (*MODERN_OPTIONS, "priority"))
+
+    def statement(self, modern: bool | None = None) -> _Statement:
+        """The statement that adds the job: to 0.18's schema, v0.1.0's, or (``None``) either."""
+        if modern:
+            params = dict.fromkeys(("queue_name", "run_at", "max_attempts", "priority", "job_key", "job_key_mode"))
+            params.update(self.options, identifier=self.identifier, payload=self.payload)
+            params["flags"] = list(self.options["flags"]) if "flags" in self.options else None
+            return v0_18.schema_named(self.schema).add_job, params
+        if modern is False:
+            given = [name for name in MODERN_OPTIONS if name in self.options]
+            if given:
+                raise schema_too_old(self.schema, given[0])
+            if "priority" in self.options:
+                params = dict.fromkeys(ADD_JOB_OPTIONS)
+                params.update(self.options, identifier=self.identifier, payload=self.payload)
+                return schema_named(self.schema).add_job_with_priority, params
+        names = tuple(name for name in ADD_JOB_OPTIONS if name in self.options)
+        return schema_named(self.schema).add_job(names), (self.identifier, self.payload,
+                                                          *(self.options[name] for name in names))
+
+
+def plan_add_job(schema: str, identifier: str, payload: Any = None, **options: Unpack[JobOptions]) -> AddJob:
+    """Checks the options of one job (raising :class:`PayloadError` before anything is sent)."""
+    unknown = sorted(set(options) - set(JobOptions.__annotations__))
+    if unknown:
+        raise PayloadError(f"unknown job option {unknown[0]!r}; a job takes {', '.join(JobOptions.__annotations__)}")
+    text = check_job(identifier, payload, **options)
+    given = {name: value for name, value in options.items() if value is not None}
+    return AddJob(schema, identifier, text, given)
+
+
+def add_job_statement(schema: str, identifier: str, payload: Any = None, **options: Unpack[JobOptions]) -> _Statement:
+    """Checks the options of one job and builds its ``add_job`` call, for either schema (so only
+    the options both schemas take)."""
+    return plan_add_job(schema, identifier, payload, **options).statement()
 
 
 #: Rows per INSERT when adding jobs in bulk. Measured with ``python -m bench.bulk_add``: from about
@@ -229,21 +306,33 @@ def _job_index(index: int) -> str:
 ANALYZE_AFTER_JOBS = 1000
 
 
+#: The parameter arrays of the bulk statements, one element per job.
+_BULK_COLUMNS = ("identifier", "payload", "queue_name", "run_at", "max_attempts", "priority", "job_key", "flags")
+
+
 @dataclass(frozen=True)
 class JobsToAdd:
     """Checked jobs, in chunks of parameter arrays, ready to be added to the schema a database holds."""
 
     schema: str
-    chunks: list[tuple[list[Any], ...]]
+    chunks: list[dict[str, list[Any]]]
     analyze: bool
+    #: 0.18's add_jobs: a job whose key a waiting job has keeps that job's run_at (else "replace").
+    job_key_preserve_run_at: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.chunks)
 
     def statements(self, modern: bool) -> list[_Statement]:
         """One statement per chunk for v0.1.0's tables or, ``modern``, for 0.18's add_jobs; then ANALYZE."""
+        if not modern:
+            for option, column in (("job_key", "job_key"), ("flags", "flags")):
+                if any(value is not None for chunk in self.chunks for value in chunk[column]):
+                    raise schema_too_old(self.schema, option, "; no job was added")
         queries: Any = v0_18.schema_named(self.schema) if modern else schema_named(self.schema)
-        statements: list[_Statement] = [(queries.add_jobs, chunk) for chunk in self.chunks]
+        statements: list[_Statement] = [
+            (queries.add_jobs, chunk | {"preserve_run_at": self.job_key_preserve_run_at}) for chunk in self.chunks
+        ]
         if self.analyze:
             statements.append((queries.analyze_jobs, ()))
         return statements
@@ -255,6 +344,7 @@ def add_jobs_statements(
     *,
     chunk_size: int = ADD_JOBS_CHUNK,
     name_of: Callable[[int], str] = _job_index,
+    job_key_preserve_run_at: bool = False,
 ) -> JobsToAdd:
     """Checks every job of ``specs`` and groups them for the statements that add them, ``chunk_size``
     rows each (see :meth:`JobsToAdd.statements`).
@@ -262,24 +352,28 @@ def add_jobs_statements(
     A bad job raises :class:`PayloadError` naming it (``name_of`` its index: ``job 3`` by default)
     before anything is sent. Each job is checked by :func:`check_job`, as ``add_job`` checks one.
     """
-    columns: tuple[list[Any], ...] = ([], [], [], [], [])
-    identifiers, payloads, queue_names, run_ats, max_attempts = columns
+    columns: dict[str, list[Any]] = {name: [] for name in _BULK_COLUMNS}
     for index, spec in enumerate(specs):
         try:
             job = _as_job_spec(spec)
-            payloads.append(
+            columns["payload"].append(
                 check_job(job.identifier, job.payload, queue_name=job.queue_name, run_at=job.run_at,
-                          max_attempts=job.max_attempts)
+                          max_attempts=job.max_attempts, priority=job.priority, job_key=job.job_key, flags=job.flags)
             )
         except PayloadError as exc:
             raise PayloadError(f"{name_of(index)}: {exc}") from None
-        identifiers.append(job.identifier)
-        queue_names.append(job.queue_name)
-        run_ats.append(job.run_at)
-        max_attempts.append(job.max_attempts)
-    starts = range(0, len(identifiers), chunk_size)
-    chunks = [tuple(column[start:start + chunk_size] for column in columns) for start in starts]
-    return JobsToAdd(schema, chunks, analyze=len(identifiers) >= ANALYZE_AFTER_JOBS)
+        columns["identifier"].append(job.identifier)
+        columns["queue_name"].append(job.queue_name)
+        columns["run_at"].append(job.run_at)
+        columns["max_attempts"].append(job.max_attempts)
+        columns["priority"].append(job.priority)
+        columns["job_key"].append(job.job_key)
+        # As JSON: one array parameter cannot hold arrays of different lengths.
+        columns["flags"].append(None if job.flags is None else _JSON.encode(list(job.flags)))
+    starts = range(0, len(columns["identifier"]), chunk_size)
+    chunks = [{name: column[start:start + chunk_size] for name, column in columns.items()} for start in starts]
+    return JobsToAdd(schema, chunks, analyze=len(columns["identifier"]) >= ANALYZE_AFTER_JOBS,
+                     job_key_preserve_run_at=job_key_preserve_run_at)
 
 
 def _as_job_spec(spec: JobSpec | Mapping[str, Any]) -> JobSpec:
@@ -365,22 +459,52 @@ def _added_job(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any], row: tupl
     )
 
 
-async def fetch_added_job(
-    conn: psycopg.AsyncConnection[Any], statement: _Statement, identifier: str, queue_name: str | None
-) -> Job:
-    """Runs an ``add_job`` statement (see :func:`add_job_statement`) on either schema generation."""
-    cursor = conn.cursor(row_factory=tuple_row)
-    await cursor.execute(*statement)
-    return _added_job(cursor, await cursor.fetchone(), identifier, queue_name)
+def _refusal(exc: psycopg.Error) -> PayloadError | None:
+    """A job that 0.18's add_job refuses (its GWB* checks) or its smallint columns cannot hold, as
+    the one line a :class:`PayloadError` is; None for any other error."""
+    state = exc.sqlstate or ""
+    said = exc.diag.message_primary or str(exc)
+    if state.startswith("GWB"):
+        return PayloadError(f"the database refused the job: {said}")
+    if isinstance(exc, psycopg.errors.NumericValueOutOfRange):
+        return PayloadError(f"the database refused the job: {said} (0.18's schema keeps max_attempts and "
+                            "priority in smallints: at most 32767)")
+    return None
 
 
-def fetch_added_job_sync(
-    conn: psycopg.Connection[Any], statement: _Statement, identifier: str, queue_name: str | None
-) -> Job:
-    """The synchronous twin of :func:`fetch_added_job`."""
+async def insert_job(conn: psycopg.AsyncConnection[Any], job: AddJob) -> Job:
+    """Adds a job planned by :func:`plan_add_job` to the schema the database holds; returns it."""
     cursor = conn.cursor(row_factory=tuple_row)
-    cursor.execute(*statement)
-    return _added_job(cursor, cursor.fetchone(), identifier, queue_name)
+    modern = None
+    if job.needs_schema:
+        await cursor.execute(*_holds_0_18_probe(job.schema))
+        found = await cursor.fetchone()
+        modern = found is not None and found[0] is not None
+    try:
+        await cursor.execute(*job.statement(modern))
+    except psycopg.Error as exc:
+        refused = _refusal(exc)
+        if refused is None:
+            raise
+        raise refused from None
+    return _added_job(cursor, await cursor.fetchone(), job.identifier, job.queue_name)
+
+
+def insert_job_sync(conn: psycopg.Connection[Any], job: AddJob) -> Job:
+    """The synchronous twin of :func:`insert_job`."""
+    cursor = conn.cursor(row_factory=tuple_row)
+    modern = None
+    if job.needs_schema:
+        found = cursor.execute(*_holds_0_18_probe(job.schema)).fetchone()
+        modern = found is not None and found[0] is not None
+    try:
+        cursor.execute(*job.statement(modern))
+    except psycopg.Error as exc:
+        refused = _refusal(exc)
+        if refused is None:
+            raise
+        raise refused from None
+    return _added_job(cursor, cursor.fetchone(), job.identifier, job.queue_name)
 
 
 def fetch_job_sync(conn: psycopg.Connection[Any], statement: _Statement) -> Job | None:
@@ -414,7 +538,10 @@ async def insert_jobs(conn: psycopg.AsyncConnection[Any], plan: JobsToAdd) -> in
         await cursor.execute(*_holds_0_18_probe(plan.schema))
         row = await cursor.fetchone()
         for statement in plan.statements(modern=row is not None and row[0] is not None):
-            await cursor.execute(*statement)
+            try:
+                await cursor.execute(*statement)
+            except psycopg.Error as exc:
+                raise _refusal(exc) or exc from None
             count = _added(cursor)
             added += count if count >= 0 else (await cursor.fetchone() or (0,))[0]
     return added
@@ -427,7 +554,10 @@ def insert_jobs_sync(conn: psycopg.Connection[Any], plan: JobsToAdd) -> int:
         cursor = conn.cursor(row_factory=tuple_row)
         row = cursor.execute(*_holds_0_18_probe(plan.schema)).fetchone()
         for statement in plan.statements(modern=row is not None and row[0] is not None):
-            cursor.execute(*statement)
+            try:
+                cursor.execute(*statement)
+            except psycopg.Error as exc:
+                raise _refusal(exc) or exc from None
             count = _added(cursor)
             added += count if count >= 0 else (cursor.fetchone() or (0,))[0]
     return added
@@ -444,8 +574,7 @@ async def add_job(
     conn: psycopg.AsyncConnection[Any], schema: str, identifier: str, payload: Any = None, **options: Unpack[JobOptions]
 ) -> Job:
     """Adds a job with ``<schema>.add_job`` and returns it."""
-    statement = add_job_statement(schema, identifier, payload, **options)
-    return await fetch_added_job(conn, statement, identifier, options.get("queue_name"))
+    return await insert_job(conn, plan_add_job(schema, identifier, payload, **options))
 
 
 async def get_job(
@@ -477,8 +606,7 @@ def add_job_sync(
     conn: psycopg.Connection[Any], schema: str, identifier: str, payload: Any = None, **options: Unpack[JobOptions]
 ) -> Job:
     """The synchronous twin of :func:`add_job`."""
-    statement = add_job_statement(schema, identifier, payload, **options)
-    return fetch_added_job_sync(conn, statement, identifier, options.get("queue_name"))
+    return insert_job_sync(conn, plan_add_job(schema, identifier, payload, **options))
 
 
 def get_job_sync(
@@ -503,3 +631,43 @@ def fail_job_sync(
     """The synchronous twin of :func:`fail_job`."""
     return fetch_job_sync(conn, fail_job_statement(schema, worker_id, job_id, message))
 
+
+
+async def remove_job(conn: psycopg.AsyncConnection[Any], schema: str, job_key: str) -> Job | None:
+    """Removes the waiting job with ``job_key`` (0.18's schema); returns it, or None when none has it."""
+    statement = _remove_job_statement(schema, job_key)
+    cursor = conn.cursor(row_factory=tuple_row)
+    await cursor.execute(*_holds_0_18_probe(schema))
+    found = await cursor.fetchone()
+    _need_modern(schema, "remove_job", found)
+    await cursor.execute(*statement)
+    return job_or_none(await cursor.fetchone())
+
+
+def remove_job_sync(conn: psycopg.Connection[Any], schema: str, job_key: str) -> Job | None:
+    """The synchronous twin of :func:`remove_job`."""
+    statement = _remove_job_statement(schema, job_key)
+    cursor = conn.cursor(row_factory=tuple_row)
+    _need_modern(schema, "remove_job", cursor.execute(*_holds_0_18_probe(schema)).fetchone())
+    cursor.execute(*statement)
+    return job_or_none(cursor.fetchone())
+
+
+def _remove_job_statement(schema: str, job_key: str) -> _Statement:
+    if not isinstance(job_key, str) or not 1 <= len(job_key) <= MAX_JOB_KEY_LENGTH:
+        raise PayloadError(f"job_key must be a string of 1 to {MAX_JOB_KEY_LENGTH} characters, got {job_key!r}")
+    return v0_18.schema_named(schema).remove_job, {"job_key": job_key}
+
+
+def _need_modern(schema: str, what: str, probe: tuple[Any, ...] | None) -> None:
+    if probe is None or probe[0] is None:
+        raise schema_too_old(schema, what)
+
+
+def schema_too_old(schema: str, what: str, outcome: str = "") -> SchemaTooOld:
+    """The one line that says ``what`` needs the 0.18 schema, and how to get it."""
+    return SchemaTooOld(
+        f"{what} needs graphile-worker's 0.18 schema, and this database holds v0.1.0's in schema {schema!r}: "
+        "upgrade it with `kongtask migrate --to latest` (see the README, \"Two schemas: which one to choose\")"
+        + outcome
+    )

@@ -106,7 +106,8 @@ class SchemaV0_1:
     migration_lock: str
     create_schema: str
     create_migrations_table: str
-    # adding jobs in bulk
+    # adding jobs (add_job itself is composed: see add_job())
+    add_job_with_priority: str
     add_jobs: str
     analyze_jobs: str
     # what only the 0.18 schema needs: v0.1.0 has no task table, and fetching takes over expired locks

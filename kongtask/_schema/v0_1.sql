@@ -217,6 +217,16 @@ begin
 end
 $kongtask$
 
+-- ===== adding jobs =====
+
+-- name: add_job_with_priority
+-- v0.1.0's add_job has no priority, but its table has: a job with one is inserted as add_job
+-- inserts it (the same defaults; the triggers count its queue and announce it), priority set.
+insert into {schema}.jobs (task_identifier, payload, queue_name, run_at, max_attempts, priority)
+values (%(identifier)s, %(payload)s::json, coalesce(%(queue_name)s, (public.gen_random_uuid())::text),
+  coalesce(%(run_at)s, now()), coalesce(%(max_attempts)s, 25), %(priority)s)
+returning *
+
 -- ===== adding jobs in bulk =====
 
 -- name: add_jobs
@@ -225,12 +235,13 @@ $kongtask$
 -- own. A plain INSERT rather than add_job per row: the same triggers keep job_queues' counts, the
 -- statement-level NOTIFY fires once, and it takes about half the time (measured at 100,000 jobs).
 -- ('{{}}' is the JSON {}: braces are doubled where the schema name is filled in.)
-insert into {schema}.jobs (task_identifier, payload, queue_name, run_at, max_attempts)
+insert into {schema}.jobs (task_identifier, payload, queue_name, run_at, max_attempts, priority)
 select spec.identifier, coalesce(spec.payload, '{{}}'::json),
   coalesce(spec.queue_name, (public.gen_random_uuid())::text), coalesce(spec.run_at, now()),
-  coalesce(spec.max_attempts, 25)
-from unnest(%s::text[], %s::json[], %s::text[], %s::timestamptz[], %s::int[])
-  as spec(identifier, payload, queue_name, run_at, max_attempts)
+  coalesce(spec.max_attempts, 25), coalesce(spec.priority, 0)
+from unnest(%(identifier)s::text[], %(payload)s::json[], %(queue_name)s::text[], %(run_at)s::timestamptz[],
+  %(max_attempts)s::int[], %(priority)s::int[])
+  as spec(identifier, payload, queue_name, run_at, max_attempts, priority)
 
 -- name: analyze_jobs
 -- After a large insert: the planner's row counts of a drained queue (a handful of rows) would

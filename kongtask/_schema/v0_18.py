@@ -54,7 +54,9 @@ class SchemaV0_18:
     delete_job: str
     # NOTIFY wake-ups
     listen: str
-    # adding jobs in bulk
+    # adding and removing jobs
+    add_job: str
+    remove_job: str
     add_jobs: str
     analyze_jobs: str
     # migrations

@@ -235,6 +235,25 @@ from removed as j
 inner join {schema}._private_tasks as t on t.id = j.task_id
 left join {schema}._private_job_queues as q on q.id = j.job_queue_id
 
+-- ===== adding and removing jobs =====
+
+-- name: add_job
+-- upstream's add_job with every option named; a NULL takes the function's own default. It returns
+-- the private row, which kongtask reads by column name (kongtask._schema.jobs).
+select * from {schema}.add_job(identifier => %(identifier)s, payload => %(payload)s::json,
+  queue_name => %(queue_name)s, run_at => %(run_at)s, max_attempts => %(max_attempts)s,
+  job_key => %(job_key)s, priority => %(priority)s, flags => %(flags)s::text[],
+  job_key_mode => coalesce(%(job_key_mode)s, 'replace'))
+
+-- name: remove_job
+-- The waiting job with this key is deleted; a running one loses its key and its remaining attempts.
+with removed as materialized (select * from {schema}.remove_job(%(job_key)s))
+select j.id, q.queue_name, t.identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
+  j.last_error, j.created_at, j.updated_at, j.key, j.revision, j.flags
+from removed as j
+inner join {schema}._private_tasks as t on t.id = j.task_id
+left join {schema}._private_job_queues as q on q.id = j.job_queue_id
+
 -- ===== adding jobs in bulk =====
 
 -- name: add_jobs
@@ -243,11 +262,13 @@ left join {schema}._private_job_queues as q on q.id = j.job_queue_id
 -- add_jobs announces them itself, once, with their count.
 select count(*) from {schema}.add_jobs(array(
   select row(spec.identifier, spec.payload, spec.queue_name, spec.run_at, spec.max_attempts::smallint,
-    null, null, null)::{schema}.job_spec
-  from unnest(%s::text[], %s::json[], %s::text[], %s::timestamptz[], %s::int[])
-    with ordinality as spec(identifier, payload, queue_name, run_at, max_attempts, n)
+    spec.job_key, spec.priority::smallint,
+    (select array_agg(flag) from json_array_elements_text(spec.flags) as flag))::{schema}.job_spec
+  from unnest(%(identifier)s::text[], %(payload)s::json[], %(queue_name)s::text[], %(run_at)s::timestamptz[],
+    %(max_attempts)s::int[], %(job_key)s::text[], %(priority)s::int[], %(flags)s::json[])
+    with ordinality as spec(identifier, payload, queue_name, run_at, max_attempts, job_key, priority, flags, n)
   order by spec.n
-))
+), job_key_preserve_run_at => %(preserve_run_at)s)
 
 -- name: analyze_jobs
 -- After a large insert, as on v0.1.0: fresh planner statistics of the tables the fetch reads.
