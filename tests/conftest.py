@@ -109,6 +109,32 @@ def migrated_url(pg_server_url: str, _migrated_template: str) -> Iterator[str]:
         _drop_database(pg_server_url, name)
 
 
+@pytest.fixture(scope="session")
+def _latest_template(pg_server_url: str) -> Iterator[str]:
+    from kongtask._schema.migrate import migrate_connection
+
+    async def migrate(url: str) -> None:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await migrate_connection(conn, "graphile_worker", to="latest")
+
+    name = _create_database(pg_server_url)
+    asyncio.run(migrate(url_with_dbname(pg_server_url, name)))
+    try:
+        yield name
+    finally:
+        _drop_database(pg_server_url, name)
+
+
+@pytest.fixture
+def latest_url(pg_server_url: str, _latest_template: str) -> Iterator[str]:
+    """A fresh database of this test's own, migrated to graphile-worker 0.18's schema (migration 20)."""
+    name = _create_database(pg_server_url, template=_latest_template)
+    try:
+        yield url_with_dbname(pg_server_url, name)
+    finally:
+        _drop_database(pg_server_url, name)
+
+
 @pytest.fixture
 def private_server() -> Iterator[EmbeddedServer]:
     """A PostgreSQL server of this test's own (not started), for tests that stop and start it."""
