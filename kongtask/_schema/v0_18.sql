@@ -9,8 +9,11 @@
 
 -- name: register_tasks
 -- Once when a pool starts, as upstream's workers do: every task it runs has its _private_tasks row.
+-- Only missing identifiers are inserted: an insert that meets a conflict still uses up an identity
+-- value (an int), and a pool starts again and again with the same tasks (as in 0.18.0's worker).
 insert into {schema}._private_tasks (identifier)
 select identifier from unnest(%(task_names)s::text[]) as t(identifier)
+where not exists (select 1 from {schema}._private_tasks as known where known.identifier = t.identifier)
 on conflict (identifier) do nothing
 
 -- name: get_jobs
