@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from ._job import Job
+from ._options import ForbiddenFlags
 from ._outages import Backoff, OutageLog
 from ._resources import SharedResources
 from ._schema import jobs
@@ -90,6 +92,8 @@ class _Outcome:
     job: Job
     #: None for a success, else what ``last_error`` records.
     error: str | None
+    #: A failed batch job's payload for its retry (its failed items), as JSON; None keeps it.
+    payload: str | None = None
 
 
 class Checkouts:
@@ -107,6 +111,7 @@ class Checkouts:
         batch_size: int,
         once: bool,
         tolerant: bool,
+        forbidden_flags: ForbiddenFlags | None = None,
     ) -> None:
         self.lock_id = lock_id
         self._pool = pool
@@ -119,7 +124,9 @@ class Checkouts:
             "worker_id": lock_id,
             "task_names": jobs.text_array_literal(task_names),
             "job_expiry": f"{job_expiry_s} seconds",
+            "forbidden_flags": None if forbidden_flags is None or callable(forbidden_flags) else list(forbidden_flags),
         }
+        self._flags_source = forbidden_flags if callable(forbidden_flags) else None
         self._buffer: collections.deque[Job] = collections.deque()
         self._fetched_at: dict[int, float] = {}  # of buffered jobs, by id
         self._waiters: collections.deque[asyncio.Future[Job | None]] = collections.deque()
@@ -207,9 +214,10 @@ class Checkouts:
             self._lent.remove(item)
         self._lent_at.pop(item.job.id, None)
 
-    def release(self, job: Job, error: str | None) -> None:
-        """Queues the job's release (complete, or fail with ``error``); the flusher sends it."""
-        self._outcomes.append(_Outcome(job, error))
+    def release(self, job: Job, error: str | None, payload: Any = None) -> None:
+        """Queues the job's release (complete, or fail with ``error``, its payload becoming
+        ``payload`` unless that is None); the flusher sends it."""
+        self._outcomes.append(_Outcome(job, error, None if payload is None else jobs.encode_payload(payload)))
         self._outcome_ready.set()
         if len(self._outcomes) >= self._batch_size:
             self._release_now.set()
@@ -288,6 +296,8 @@ class Checkouts:
     async def _fetch(self, want: int) -> None:
         wakes_before = self._wakes
         held_before = len(self._held)
+        if self._flags_source is not None:
+            await self._ask_forbidden_flags(self._flags_source)
         params = dict(self._fetch_params, limit=want)
         started = time.monotonic()
         backoff = Backoff()
@@ -321,6 +331,20 @@ class Checkouts:
             if self._once and not fetched and held_before == 0 and not self._held:
                 self._exhausted = True
         self._hand_out(fetched)
+
+    async def _ask_forbidden_flags(self, source: Callable[[], Any]) -> None:
+        """Asks the caller's function which flags to leave alone in this fetch; when it fails, the
+        last answer stands (none, before the first), and the failure is logged."""
+        try:
+            answer = source()
+            if inspect.isawaitable(answer):
+                answer = await answer
+            if answer is not None and (isinstance(answer, str) or not all(isinstance(f, str) for f in answer)):
+                raise TypeError(f"expected a list of flag names or None, got {answer!r}")
+        except Exception:
+            log.exception("the forbidden_flags function failed; fetching with its last answer")
+            return
+        self._fetch_params["forbidden_flags"] = None if answer is None else list(answer)
 
     def _hand_out(self, fetched: list[Job]) -> None:
         now = time.monotonic()
@@ -446,6 +470,7 @@ class Checkouts:
             "failed_ids": [o.job.id for o in failed],
             "failed_updated_at": [o.job.updated_at for o in failed],
             "failed_messages": [o.error for o in failed],
+            "failed_payloads": [o.payload for o in failed],
         }
         what = f"release job {batch[0].job.id}" if len(batch) == 1 else f"release {len(batch)} jobs"
         if await self._execute_until_done(self._queries.release_jobs, params, what) and log.isEnabledFor(logging.DEBUG):

@@ -8,17 +8,21 @@ under these names (tests/test_options.py keeps the three in step).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TypedDict
+from typing import TypeAlias, TypedDict
 
 from psycopg_pool import AsyncConnectionPool
 
 from . import _defaults
 from .errors import ConfigurationError
 from .tasks import Task
+
+#: Flags whose jobs a pool does not fetch: a list, or a function (plain or async) the pool calls
+#: before each fetch, so that the list may change (a rate limiter, say).
+ForbiddenFlags: TypeAlias = Sequence[str] | Callable[[], Sequence[str] | Awaitable[Sequence[str] | None] | None]
 
 
 class WorkerOptions(TypedDict, total=False):
@@ -35,6 +39,8 @@ class WorkerOptions(TypedDict, total=False):
     - ``handle_signals``: SIGINT/SIGTERM/SIGHUP stop gracefully; a second signal stops at once.
     - ``log_success``: log a ``Completed task ...`` line per successful job; ``None`` (the default)
       means yes unless the environment variable ``NO_LOG_SUCCESS`` is set, as upstream.
+    - ``forbidden_flags``: jobs carrying any of these flags are left for other workers (see
+      :data:`ForbiddenFlags`); needs graphile-worker's 0.18 schema.
     """
 
     concurrency: int
@@ -46,6 +52,7 @@ class WorkerOptions(TypedDict, total=False):
     batch_size: int
     handle_signals: bool
     log_success: bool | None
+    forbidden_flags: ForbiddenFlags | None
 
 
 class RunOptions(WorkerOptions, total=False):
@@ -81,6 +88,7 @@ class ResolvedOptions:
     batch_size: int = _defaults.BATCH_SIZE
     handle_signals: bool = False
     log_success: bool | None = None
+    forbidden_flags: ForbiddenFlags | None = None
 
     def check(self) -> None:
         if self.concurrency < 1:
@@ -99,3 +107,10 @@ class ResolvedOptions:
             raise ConfigurationError(f"batch_size must be a whole number from 1 to 10000, got {self.batch_size!r}")
         if self.task_timeout is not None and self.task_timeout <= 0:
             raise ConfigurationError(f"task_timeout must be positive, got {self.task_timeout}")
+        flags = self.forbidden_flags
+        if flags is not None and not callable(flags) and (
+            isinstance(flags, str) or not all(isinstance(flag, str) and flag for flag in flags)
+        ):
+            raise ConfigurationError(
+                f"forbidden_flags must be a list of flag names or a function returning one, got {flags!r}"
+            )

@@ -22,7 +22,7 @@ from ._job import Unpack
 from ._options import ResolvedOptions, RunOptions
 from ._outages import Backoff
 from ._schema import held_by, schema_named
-from ._schema.jobs import register_tolerant_loaders
+from ._schema.jobs import register_tolerant_loaders, schema_too_old
 from ._schema.migrate import load_migrations, migrate_connection, resolve_target
 from ._worker import WorkerConfig
 from ._worker_pool import Runner
@@ -138,6 +138,8 @@ async def start(options: ResolvedOptions, *, once: bool) -> Runner:
     try:
         async with pool.connection() as conn:
             database = await held_by(conn, options.schema)
+            if options.forbidden_flags is not None and not database.capabilities.flags:
+                raise schema_too_old(options.schema, "forbidden_flags")
             if database.register_tasks is not None:
                 await conn.execute(database.register_tasks, {"task_names": sorted(tasks)})
         config = WorkerConfig(
@@ -149,6 +151,7 @@ async def start(options: ResolvedOptions, *, once: bool) -> Runner:
             log_success=_log_success(options.log_success),
             task_timeout=options.task_timeout,
             batch_size=options.batch_size,
+            forbidden_flags=options.forbidden_flags,
         )
         return Runner(
             config,

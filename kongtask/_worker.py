@@ -26,6 +26,7 @@ from typing import Any
 from ._checkouts import Checkouts
 from ._helpers import Helpers, SyncHelpers
 from ._job import Job
+from ._options import ForbiddenFlags
 from ._resources import SharedResources
 from ._schema import DatabaseSchema, jobs
 from .errors import PayloadError
@@ -69,6 +70,8 @@ class WorkerConfig:
     task_timeout: float | None = None
     #: The most jobs one fetch checks out (the buffer adapts below it).
     batch_size: int = 1
+    #: Jobs with any of these flags are not fetched (a list, or a function asked before each fetch).
+    forbidden_flags: ForbiddenFlags | None = None
     #: Set up tolerant payload decoding on each fetch (a caller's pool) rather than per connection.
     decode_per_statement: bool = False
     task_names: list[str] = field(init=False)
@@ -81,6 +84,17 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "task_names", sorted(self.tasks))
         object.__setattr__(self, "async_tasks", frozenset(n for n, t in self.tasks.items() if is_async_task(t)))
+
+
+class BatchItemsFailed(Exception):
+    """Some items of a batch job (an array payload whose task returned one result per item) failed:
+    the job fails, and only those items stay in its payload for the retry, as upstream does."""
+
+    def __init__(self, failures: list[tuple[int, BaseException]], remaining: list[Any], total: int) -> None:
+        shown = "; ".join(f"[{index}] {error_message(error)}" for index, error in failures[:10])
+        more = f"; and {len(failures) - 10} more" if len(failures) > 10 else ""
+        super().__init__(f"{len(failures)} of {total} batch items failed: {shown}{more}")
+        self.remaining = remaining
 
 
 class TaskAborted(Exception):
@@ -314,7 +328,7 @@ class Worker:
             while (job := await self._next_job()) is not None:
                 # A job in hand always runs (or, after a forced stop, fails at once) and is always
                 # handed back: a stop that lands meanwhile must not strand it.
-                self._checkouts.release(job, await self._perform(job))
+                self._checkouts.release(job, *await self._perform(job))
                 if self._cancelled:
                     raise asyncio.CancelledError()
         finally:
@@ -344,9 +358,9 @@ class Worker:
 
     # --- run -----------------------------------------------------------------------------------
 
-    async def _perform(self, job: Job) -> str | None:
+    async def _perform(self, job: Job) -> tuple[str | None, Any]:
         """Runs the job's task and logs how it went; returns None for a success, else the error
-        message its release records."""
+        message its release records, and what its payload becomes (None: as it is)."""
         self.current_job = job
         start = time.perf_counter()
         if self._abort_reason is not None:
@@ -360,10 +374,10 @@ class Worker:
             if self._config.log_success:
                 log.info("Completed task %s (%s) with success (%.2fms)", job.id, job.task_identifier, duration_ms,
                          extra=_job_fields(job, duration_ms))
-            return None
+            return None, None
         message = error_message(error)
         log.error(_failure_line(job, message, duration_ms, error), extra=_job_fields(job, duration_ms, message))
-        return message
+        return message, error.remaining if isinstance(error, BatchItemsFailed) else None
 
     async def _run_task(self, job: Job) -> BaseException | None:
         """Runs the job's task in this worker's asyncio task; returns what failed it, if anything.
@@ -381,8 +395,7 @@ class Worker:
             )
         self._interruptible = True
         try:
-            await self._invoke(job)
-            return None
+            return await _batch_failures(job, await self._invoke(job))
         except asyncio.CancelledError as exc:
             if self._interruption is not None:
                 self._abandon_thread(job)
@@ -466,6 +479,25 @@ class Worker:
                 if item.take_back():
                     self._checkouts.unlend(item)
                     self._in_hand.append(item.job)
+
+
+async def _batch_failures(job: Job, result: Any) -> BatchItemsFailed | None:
+    """For a batch job (an array payload) whose task returned a list of one result per item: the
+    items that failed (an exception, or an awaitable that raised), else None. Any other result
+    means the whole job succeeded."""
+    payload = job.payload
+    if not isinstance(payload, list) or not isinstance(result, (list, tuple)) or len(result) != len(payload):
+        return None
+    waiting = [index for index, item in enumerate(result) if inspect.isawaitable(item)]
+    outcomes = list(result)
+    if waiting:
+        settled = await asyncio.gather(*(result[index] for index in waiting), return_exceptions=True)
+        for index, value in zip(waiting, settled, strict=True):
+            outcomes[index] = value
+    failures = [(index, item) for index, item in enumerate(outcomes) if isinstance(item, BaseException)]
+    if not failures:
+        return None
+    return BatchItemsFailed(failures, [payload[index] for index, _ in failures], len(payload))
 
 
 def _job_fields(job: Job, duration_ms: float, error: str | None = None) -> dict[str, Any]:

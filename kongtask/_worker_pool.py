@@ -104,6 +104,7 @@ class Runner:
         self._checkouts = Checkouts(
             self, self._resources, config.database, lock_id=make_worker_id(), task_names=config.task_names,
             job_expiry_s=config.job_expiry.total_seconds(), batch_size=config.batch_size, once=once,
+            forbidden_flags=config.forbidden_flags,
             tolerant=config.decode_per_statement,
         )
         self._workers = [Worker(config, self._resources, self._checkouts, n) for n in range(1, concurrency + 1)]

@@ -347,6 +347,11 @@ class Settings:
         passes_as="log_success",
         help="Log a `Completed task ...` line for each job that succeeds (NO_LOG_SUCCESS=1 turns it off too).",
     )
+    forbidden_flags: list[str] | None = option(
+        None, metavar="NAME,...", commands=(WORKER,), parse=_flag_list, show=",".join, shown_default="none",
+        passes_as="forbidden_flags",
+        help="Leave jobs carrying any of these flags (comma-separated) to other workers. Needs the 0.18 schema.",
+    )
     queue: str | None = option(
         None, metavar="NAME", commands=(ADD_JOB,), parse=_name, shown_default="a queue of its own",
         passes_as="queue_name",

@@ -48,7 +48,8 @@ def _add(conn: psycopg.Connection[Any], task: str, *, queue: str | None = None, 
 
 
 def _fetch(conn: psycopg.Connection[Any], limit: int, tasks: list[str] | None = None) -> list[tuple[Any, ...]]:
-    params = {"worker_id": POOL, "task_names": text_array_literal(tasks or ["t"]), "limit": limit}
+    params = {"worker_id": POOL, "task_names": text_array_literal(tasks or ["t"]), "limit": limit,
+              "forbidden_flags": None}
     return conn.execute(QUERIES.get_jobs, params).fetchall()
 
 
@@ -96,7 +97,8 @@ def test_release_jobs_completes_and_fails_once_and_unlocks_their_queues(modern_u
     with psycopg.connect(modern_url, autocommit=True) as conn:
         done, failed = _add(conn, "t", queue="a"), _add(conn, "t", queue="b")
         _fetch(conn, 10)
-        params = {"worker_id": POOL, "completed_ids": [done], "failed_ids": [failed], "failed_messages": ["boom"]}
+        params = {"worker_id": POOL, "completed_ids": [done], "failed_ids": [failed], "failed_messages": ["boom"],
+                  "failed_payloads": [None]}
         for attempt in range(2):  # a lost reply: the same release again changes nothing
             counts = conn.execute(QUERIES.release_jobs, params).fetchone()
             assert counts == ((1, 1) if attempt == 0 else (0, 0))

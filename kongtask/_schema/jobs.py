@@ -353,9 +353,14 @@ def add_jobs_statements(
     before anything is sent. Each job is checked by :func:`check_job`, as ``add_job`` checks one.
     """
     columns: dict[str, list[Any]] = {name: [] for name in _BULK_COLUMNS}
+    keys: dict[str, int] = {}
     for index, spec in enumerate(specs):
         try:
             job = _as_job_spec(spec)
+            if job.job_key is not None and keys.setdefault(job.job_key, index) != index:
+                # 0.18's add_jobs cannot change one row twice in one statement.
+                raise PayloadError(f"job_key {job.job_key!r} is {name_of(keys[job.job_key])}'s too; one call can "
+                                   "add one job per key")
             columns["payload"].append(
                 check_job(job.identifier, job.payload, queue_name=job.queue_name, run_at=job.run_at,
                           max_attempts=job.max_attempts, priority=job.priority, job_key=job.job_key, flags=job.flags)

@@ -18,7 +18,8 @@ on conflict (identifier) do nothing
 
 -- name: get_jobs
 -- The worker's fetch: check out up to %(limit)s due jobs under the pool's lock id. A job is taken
--- when it is available (unlocked, attempts left), due, for one of the pool's tasks, and either in
+-- when it is available (unlocked, attempts left), due, for one of the pool's tasks, carries none of
+-- the pool's forbidden flags (%(forbidden_flags)s, null for none), and either in
 -- no queue or in a queue that is available and that this statement could lock (queues another
 -- fetch is locking are skipped, as upstream does). Only the first job of each named queue is
 -- kept: a named queue never runs two jobs at once, even inside one batch (upstream's issue #621).
@@ -34,6 +35,7 @@ scanned as materialized (
   where j.is_available = true
     and j.run_at <= now()
     and j.task_id = any(array(select id from task_ids))
+    and (%(forbidden_flags)s::text[] is null or (j.flags ?| %(forbidden_flags)s::text[]) is not true)
     and (j.job_queue_id is null or j.job_queue_id in (
       select q.id from {schema}._private_job_queues as q
       where q.is_available = true
@@ -68,7 +70,7 @@ order by j.priority, j.run_at, j.id
 -- name: release_jobs
 -- The worker's release: many jobs in one statement. A completed job is deleted; a failed one
 -- records its error and is scheduled again with upstream's backoff (exp(least(attempts, 10))
--- seconds); either way its queue is unlocked where this pool holds it. Safe to repeat after a
+-- seconds), keeping only a batch job's failed items when it gives them; either way its queue is unlocked where this pool holds it. Safe to repeat after a
 -- lost reply: a completed job is gone, and a failure lands only on a job still locked by this pool.
 with completed as (
   delete from {schema}._private_jobs as j
@@ -80,8 +82,9 @@ failed as (
   update {schema}._private_jobs as j
   set last_error = r.message,
     run_at = greatest(now(), j.run_at) + exp(least(j.attempts, 10)) * interval '1 second',
-    locked_by = null, locked_at = null
-  from unnest(%(failed_ids)s::bigint[], %(failed_messages)s::text[]) as r(job_id, message)
+    locked_by = null, locked_at = null, payload = coalesce(r.payload, j.payload)
+  from unnest(%(failed_ids)s::bigint[], %(failed_messages)s::text[], %(failed_payloads)s::json[])
+    as r(job_id, message, payload)
   where j.id = r.job_id and j.locked_by = %(worker_id)s
   returning j.job_queue_id
 ),
