@@ -14,6 +14,7 @@ of both languages write what they saw into tables in ``public``; every compariso
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import shutil
@@ -53,7 +54,7 @@ from tests.node.interop import (
     newest_migration,
     results,
 )
-from tests.support import query_rows, wait_until
+from tests.support import query_rows, wait_until, wait_until_async
 
 pytestmark = pytest.mark.node
 
@@ -534,6 +535,28 @@ def test_a_kongtask_worker_on_v0_1_0_stops_saying_why_when_graphile_worker_0_18_
     assert _runs(migrated_url) == [
         (int(added.stdout), "interop_after_upgrade", None, 1, None, {"after": "✓"}, "kongtask")
     ]
+
+
+def test_kongtask_run_raises_schema_changed_when_graphile_worker_0_18_upgrades_under_it(
+    node_env: NodeEnv, migrated_url: str, tmp_path: Path
+) -> None:
+    """The library's side of the test above: the runner stops, and runner.wait() raises
+    kongtask.SchemaChanged, saying which migration."""
+
+    async def scenario() -> None:
+        runner = await kongtask.run(task_list={"interop_idle": kongtask_record}, connection_string=migrated_url)
+        try:
+            await wait_until_async(lambda: asyncio.to_thread(_listening, migrated_url), timeout=30,
+                                   what="the runner to listen on worker:migrate")
+            await asyncio.to_thread(_node_migrate, node_env, migrated_url, tmp_path / "node")
+            with pytest.raises(kongtask.SchemaChanged, match="^another process applied breaking migration 3 "):
+                await asyncio.wait_for(runner.wait(), timeout=30)
+        finally:
+            with contextlib.suppress(kongtask.SchemaChanged):
+                await asyncio.wait_for(runner.stop(), timeout=30)
+
+    asyncio.run(scenario())
+    assert newest_migration(migrated_url) == 20
 
 
 def test_a_kongtask_worker_running_a_job_finishes_it_and_stops_when_graphile_worker_0_18_upgrades_under_it(
