@@ -321,7 +321,8 @@ def test_a_job_graphile_worker_0_18_failed_shows_in_kongtask_admin_and_kongtask_
     node_env: NodeEnv, latest_url: str, tmp_path: Path
 ) -> None:
     """A job Node 0.18 failed: kongtask.admin.list_jobs shows its attempt, error and backoff, with its
-    queue unlocked; retried with kongtask.admin.retry_job, kongtask's worker runs it and sees both."""
+    queue unlocked, and kongtask's worker leaves it until then; retried now with
+    kongtask.admin.retry_job, kongtask's worker runs it and sees both."""
     create_results_table(latest_url)
     job = kongtask.add_job_sync(
         "interop_flaky", {"message": "node 0.18 says no ✗"}, queue_name="flaky", connection_string=latest_url
@@ -330,6 +331,9 @@ def test_a_job_graphile_worker_0_18_failed_shows_in_kongtask_admin_and_kongtask_
     started = database_now(latest_url)
     _node_run_once(node_env, latest_url, ["interop_flaky"], tmp_path / "node", "fail_with_message")
     _assert_failed_once(latest_url, job.id, "node 0.18 says no ✗", started, database_now(latest_url))
+    # Not before its backoff has passed (a run in this process takes a fraction of the e seconds).
+    kongtask_run_once(latest_url, {"interop_flaky": kongtask_record})
+    assert _runs(latest_url) == [] and [j.id for j in _list_jobs(latest_url, "failed")] == [job.id]
 
     retried = asyncio.run(kongtask.admin.retry_job(job.id, connection_string=latest_url))
     assert retried is not None and (retried.id, retried.attempts, retried.queue_name) == (job.id, 1, "flaky")
