@@ -8,13 +8,9 @@ and ``runner.addJob`` from its library. The Node tasks write what they received 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import re
-import runpy
 import shutil
 import signal
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,55 +23,46 @@ import pytest
 from psycopg import sql
 
 import kongtask
-from kongtask._schema import jobs
-from kongtask.errors import MigrationError
 from kongtask._job import Job
-from kongtask._schema.migrate import load_migrations, migrate_connection
-from kongtask.tasks import Task
+from kongtask._schema import jobs
+from kongtask._schema.migrate import migrate_connection
 from tests.catalog import describe_schema, describe_v0_18
 from tests.cli_support import Background
 from tests.cli_support import kongtask as kongtask_cli
 from tests.node.fixtures import PY_TASK, PY_TIMES_TASK, NodeEnv, node_url, tasks_folder
-from tests.support import url_with_dbname, wait_until
+from tests.node.fleet import (
+    FLEET_JOBS,
+    FLEET_QUEUE,
+    FLEET_QUEUE_EVERY,
+    FLEET_SLEEP_MS,
+    FLEET_SLOW_SLEEP_MS,
+    create_fleet_runs_table,
+    fleet_runs,
+    overlaps,
+    wait_for_drain,
+)
+from tests.node.interop import (
+    PAYLOADS,
+    SCHEMA,
+    count_rows,
+    create_results_table,
+    database_now,
+    kongtask_migrate_to,
+    kongtask_record,
+    kongtask_run_once,
+    newest_migration,
+    results,
+)
+from tests.support import url_with_dbname
 
 pytestmark = pytest.mark.node
 
-SCHEMA = "graphile_worker"
 READER = "kongtask-interop-reader"
 
 NO_PGCRYPTO = (
     "this PostgreSQL ships no pgcrypto, which graphile-worker 0.1.0's own migration needs "
     "(covered by the Debian PostgreSQL 15 pass of .ci/run)"
 )
-
-#: Payloads that must cross between the languages unchanged, by the task name that carries each.
-PAYLOADS: dict[str, Any] = {
-    "interop_nested": {"a": {"b": [1, {"c": [True, False, None]}], "d": "e"}, "deep": [[[[{"x": []}]]]]},
-    "interop_unicode": {
-        "emoji": "🎉👩‍💻🇳🇿",
-        "cjk": "漢字 かな カナ 한국어",
-        "rtl": "שלום عليكم",
-        "escapes": 'quote " backslash \\ newline \n tab \t bell \u0007 nul \u0000',
-        "ключ ✓": "keys may be unicode too",
-    },
-    "interop_numbers": {
-        "sum": 0.1 + 0.2,
-        "max": 1e308,
-        "largest_double": sys.float_info.max,
-        "two_53": 2**53,
-        "minus_two_53": -(2**53),
-        "smallest_subnormal": 5e-324,
-        "smallest_normal": sys.float_info.min,
-        "negative": -1.5,
-        "int": 42,
-        "zero": 0,
-    },
-    "interop_empty_object": {},
-    "interop_empty_things": {"object": {}, "list": [], "string": "", "null": None},
-    "interop_top_level_list": [1, "two", None, {"three": 3}],
-    "interop_one_mebibyte": {"blob": "0123456789abcdef" * 65536},
-}
-
 
 # --- databases -------------------------------------------------------------------------------
 
@@ -130,33 +117,6 @@ def _catalog_difference(left: list[str], right: list[str]) -> list[str]:
 def _node_migrate(node_env: NodeEnv, url: str, cwd: Path) -> None:
     # 0.1.0 has no --schema-only: its CLI migrates on start, and with --once then exits.
     node_env.cli("0.1.0", url, "--once", cwd=tasks_folder(cwd, ["interop_noop"]))
-
-
-def _create_results_table(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "create table public.interop_results ("
-            " seq serial primary key, job_id bigint not null, task_identifier text not null,"
-            " queue_name text, attempts int, last_error text, payload text not null, ran_by text not null)"
-        )
-
-
-def _results(url: str) -> dict[str, Any]:
-    """What the Node tasks saw, by task identifier, each payload read back with ``json.loads``."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute("select task_identifier, payload from public.interop_results order by seq").fetchall()
-    seen: dict[str, Any] = {}
-    for task, payload in rows:
-        assert task not in seen, f"Node ran {task} twice"
-        seen[task] = json.loads(payload)
-    return seen
-
-
-def _count(url: str, table: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(SCHEMA, table))).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def _node_add_jobs(node_env: NodeEnv, url: str, specs: list[dict[str, Any]], tmp_path: Path) -> list[dict[str, str]]:
@@ -240,7 +200,7 @@ def test_node_accepts_a_kongtask_migrated_database_and_runs_its_jobs(
     node_env: NodeEnv, migrated_url: str, tmp_path: Path
 ) -> None:
     before = _catalog(migrated_url)
-    _create_results_table(migrated_url)
+    create_results_table(migrated_url)
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         for task, payload in PAYLOADS.items():
             jobs.add_job_sync(conn, SCHEMA, task, payload)
@@ -248,9 +208,9 @@ def test_node_accepts_a_kongtask_migrated_database_and_runs_its_jobs(
 
     node_env.cli("0.1.0", migrated_url, "--once", cwd=tasks_folder(tmp_path, [*PAYLOADS, "interop_from_sql"]))
 
-    assert _results(migrated_url) == {**PAYLOADS, "interop_from_sql": {"from": "sql", "n": [1, 2.5, "3"]}}
-    assert _count(migrated_url, "jobs") == 0
-    assert _count(migrated_url, "job_queues") == 0
+    assert results(migrated_url) == {**PAYLOADS, "interop_from_sql": {"from": "sql", "n": [1, 2.5, "3"]}}
+    assert count_rows(migrated_url, "jobs") == 0
+    assert count_rows(migrated_url, "job_queues") == 0
     # Node's migrate step found migration 1 and changed nothing.
     assert _catalog(migrated_url) == before
 
@@ -311,20 +271,20 @@ def test_node_add_job_options_are_seen_by_kongtask(node_env: NodeEnv, migrated_u
 def test_jobs_added_by_kongtask_reach_the_node_worker_unchanged(
     node_env: NodeEnv, migrated_url: str, tmp_path: Path
 ) -> None:
-    _create_results_table(migrated_url)
+    create_results_table(migrated_url)
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         added = {task: jobs.add_job_sync(conn, SCHEMA, task, p, queue_name="interop") for task, p in PAYLOADS.items()}
 
     node_env.cli("0.1.0", migrated_url, "--once", cwd=tasks_folder(tmp_path, PAYLOADS))
 
-    assert _results(migrated_url) == PAYLOADS
+    assert results(migrated_url) == PAYLOADS
     with psycopg.connect(migrated_url) as conn:
         runs = conn.execute(
             "select task_identifier, job_id, queue_name, attempts from public.interop_results order by seq"
         ).fetchall()
     # One queue, one Node worker: run in the order kongtask added them, each on its first attempt.
     assert runs == [(task, job.id, "interop", 1) for task, job in added.items()]
-    assert _count(migrated_url, "jobs") == 0
+    assert count_rows(migrated_url, "jobs") == 0
 
 
 def test_javascript_numbers_lose_what_python_json_can_say(
@@ -335,14 +295,14 @@ def test_javascript_numbers_lose_what_python_json_can_say(
     A Python payload keeps its meaning in Node, but 1.0 comes back as 1, -0.0 as 0 and integers
     beyond 2**53 rounded; a Python task that cares must not rely on int/float or on huge integers.
     """
-    _create_results_table(migrated_url)
+    create_results_table(migrated_url)
     payload = {"float_one": 1.0, "negative_zero": -0.0, "beyond_2_53": 2**53 + 1, "huge": 10**30}
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         jobs.add_job_sync(conn, SCHEMA, "interop_numbers_js", payload)
 
     node_env.cli("0.1.0", migrated_url, "--once", cwd=tasks_folder(tmp_path, ["interop_numbers_js"]))
 
-    seen = _results(migrated_url)["interop_numbers_js"]
+    seen = results(migrated_url)["interop_numbers_js"]
     assert seen == {"float_one": 1, "negative_zero": 0, "beyond_2_53": 2**53, "huge": 1e30}
     assert type(seen["float_one"]) is int and str(seen["negative_zero"]) == "0"
 
@@ -359,53 +319,38 @@ def _add_pending_jobs(url: str) -> dict[str, Any]:
     return {**pending, "interop_upgrade_queued": {"q": True}}
 
 
-def _newest_migration(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("select max(id) from graphile_worker.migrations").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def test_graphile_worker_0_17_3_upgrades_a_kongtask_database_and_runs_its_pending_jobs(
     node_env: NodeEnv, migrated_url: str, tmp_path: Path
 ) -> None:
     pending = _add_pending_jobs(migrated_url)
-    _create_results_table(migrated_url)
+    create_results_table(migrated_url)
     cwd = tasks_folder(tmp_path, pending)
 
     node_env.cli("0.17.3", migrated_url, "--schema-only", cwd=cwd)
-    assert _newest_migration(migrated_url) == 19
-    assert _count(migrated_url, "jobs") == len(pending)
+    assert newest_migration(migrated_url) == 19
+    assert count_rows(migrated_url, "jobs") == len(pending)
 
     node_env.cli("0.17.3", migrated_url, "--once", cwd=cwd)
-    assert _results(migrated_url) == pending
-    assert _count(migrated_url, "jobs") == 0
+    assert results(migrated_url) == pending
+    assert count_rows(migrated_url, "jobs") == 0
 
 
 def test_kongtask_runs_on_a_database_graphile_worker_0_17_3_upgraded_and_leaves_its_schema_as_it_is(
     node_env: NodeEnv, migrated_url: str, tmp_path: Path
 ) -> None:
     pending = _add_pending_jobs(migrated_url)
-    _create_results_table(migrated_url)
+    create_results_table(migrated_url)
     node_env.cli("0.17.3", migrated_url, "--schema-only", cwd=tasks_folder(tmp_path, []))
     before = _catalog(migrated_url)
 
     assert _kongtask_migrate(migrated_url) == []  # never downgrades, never upgrades unasked
-    _kongtask_run_once(migrated_url, {task: _kongtask_record for task in pending})
+    kongtask_run_once(migrated_url, {task: kongtask_record for task in pending})
 
-    assert _results(migrated_url) == pending
+    assert results(migrated_url) == pending
     assert _catalog(migrated_url) == before
 
 
 # --- graphile-worker 0.18.0 and kongtask's own upgrade (kongtask migrate --to latest) ---------
-
-
-def _kongtask_migrate_to_latest(url: str) -> list[int]:
-    async def run() -> list[int]:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            return await migrate_connection(conn, SCHEMA, to="latest")
-
-    return asyncio.run(run())
 
 
 def _catalog_v0_18(url: str) -> list[str]:
@@ -420,7 +365,7 @@ def test_graphile_worker_0_18_finds_nothing_to_do_on_a_database_kongtask_upgrade
     node_env: NodeEnv, migrated_url: str, new_database: Callable[[], str], tmp_path: Path
 ) -> None:
     _add_pending_jobs(migrated_url)
-    assert _kongtask_migrate_to_latest(migrated_url) == list(range(2, 21))
+    assert kongtask_migrate_to(migrated_url, "latest") == list(range(2, 21))
     ours = _catalog_v0_18(migrated_url)
 
     node_env.cli("0.18.0", migrated_url, "--schema-only", cwd=tasks_folder(tmp_path / "upgraded", []))
@@ -437,7 +382,7 @@ def test_kongtask_migrate_to_latest_is_a_no_op_on_a_database_graphile_worker_0_1
     node_env.cli("0.18.0", db_url, "--schema-only", cwd=tasks_folder(tmp_path, []))
     before = _catalog_v0_18(db_url)
 
-    assert _kongtask_migrate_to_latest(db_url) == []
+    assert kongtask_migrate_to(db_url, "latest") == []
     assert _kongtask_migrate(db_url) == []
     assert _catalog_v0_18(db_url) == before
 
@@ -446,14 +391,14 @@ def test_graphile_worker_0_18_runs_jobs_kongtask_added_on_v0_1_0_then_upgraded(
     node_env: NodeEnv, migrated_url: str, tmp_path: Path
 ) -> None:
     pending = _add_pending_jobs(migrated_url)
-    _create_results_table(migrated_url)
-    assert _kongtask_migrate_to_latest(migrated_url) == list(range(2, 21))
-    assert _count(migrated_url, "_private_jobs") == len(pending)
+    create_results_table(migrated_url)
+    assert kongtask_migrate_to(migrated_url, "latest") == list(range(2, 21))
+    assert count_rows(migrated_url, "_private_jobs") == len(pending)
 
     node_env.cli("0.18.0", migrated_url, "--once", cwd=tasks_folder(tmp_path, pending))
 
-    assert _results(migrated_url) == pending
-    assert _count(migrated_url, "_private_jobs") == 0
+    assert results(migrated_url) == pending
+    assert count_rows(migrated_url, "_private_jobs") == 0
 
 
 def test_graphile_worker_0_17_3_upgrades_kongtask_and_node_databases_alike(
@@ -472,24 +417,6 @@ def test_graphile_worker_0_17_3_upgrades_kongtask_and_node_databases_alike(
 # --- kongtask workers and Node workers on one queue ------------------------------------------
 
 
-#: The same recording task that the kongtask CLI tests load from their tasks folder.
-_kongtask_record: Task = runpy.run_path(str(PY_TASK))["task"]
-
-
-def _kongtask_run_once(url: str, task_list: dict[str, Task], concurrency: int = 1) -> None:
-    # A deadline, so a hang fails the test instead of blocking the suite.
-    run = kongtask.run_once(task_list=task_list, connection_string=url, concurrency=concurrency)
-    asyncio.run(asyncio.wait_for(run, timeout=120))
-
-
-def _database_now(url: str) -> datetime:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("select clock_timestamp()").fetchone()
-    assert row is not None
-    now: datetime = row[0]
-    return now
-
-
 def _assert_failed_once(url: str, message: str, started: datetime, ended: datetime) -> None:
     """The job failed once with ``message``, its queue is free, and its retry waits e^1 seconds."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -506,42 +433,42 @@ def _assert_failed_once(url: str, message: str, started: datetime, ended: dateti
 def test_a_job_failed_by_kongtask_reaches_node_with_its_attempts_and_error(
     node_env: NodeEnv, migrated_url: str, tmp_path: Path
 ) -> None:
-    _create_results_table(migrated_url)
+    create_results_table(migrated_url)
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         failed = jobs.add_job_sync(conn, SCHEMA, "interop_flaky", {"n": 1})
 
     def fail(payload: Any, helpers: kongtask.SyncHelpers) -> None:
         raise ValueError("kongtask says no")
 
-    started = _database_now(migrated_url)
-    _kongtask_run_once(migrated_url, {"interop_flaky": fail})
-    _assert_failed_once(migrated_url, "kongtask says no", started, _database_now(migrated_url))
+    started = database_now(migrated_url)
+    kongtask_run_once(migrated_url, {"interop_flaky": fail})
+    _assert_failed_once(migrated_url, "kongtask says no", started, database_now(migrated_url))
 
     node_env.cli("0.1.0", migrated_url, "--once", cwd=tasks_folder(tmp_path, ["interop_flaky"]))
 
     with psycopg.connect(migrated_url) as conn:
         runs = conn.execute("select job_id, attempts, last_error, ran_by from public.interop_results").fetchall()
     assert runs == [(failed.id, 2, "kongtask says no", "node")]
-    assert _count(migrated_url, "jobs") == 0
+    assert count_rows(migrated_url, "jobs") == 0
 
 
 def test_a_job_failed_by_node_reaches_kongtask_with_its_attempts_and_error(
     node_env: NodeEnv, migrated_url: str, tmp_path: Path
 ) -> None:
-    _create_results_table(migrated_url)
+    create_results_table(migrated_url)
     with psycopg.connect(migrated_url, autocommit=True) as conn:
         failed = jobs.add_job_sync(conn, SCHEMA, "interop_flaky", {"message": "node says no ✗"})
 
-    started = _database_now(migrated_url)
+    started = database_now(migrated_url)
     node_env.cli("0.1.0", migrated_url, "--once", cwd=tasks_folder(tmp_path, ["interop_flaky"], "fail_with_message"))
-    _assert_failed_once(migrated_url, "node says no ✗", started, _database_now(migrated_url))
+    _assert_failed_once(migrated_url, "node says no ✗", started, database_now(migrated_url))
 
-    _kongtask_run_once(migrated_url, {"interop_flaky": _kongtask_record})
+    kongtask_run_once(migrated_url, {"interop_flaky": kongtask_record})
 
     with psycopg.connect(migrated_url) as conn:
         runs = conn.execute("select job_id, attempts, last_error, ran_by from public.interop_results").fetchall()
     assert runs == [(failed.id, 2, "node says no ✗", "kongtask")]
-    assert _count(migrated_url, "jobs") == 0
+    assert count_rows(migrated_url, "jobs") == 0
 
 
 def test_kongtask_worker_runs_node_added_jobs_on_a_node_migrated_database(
@@ -550,41 +477,20 @@ def test_kongtask_worker_runs_node_added_jobs_on_a_node_migrated_database(
     _skip_without_pgcrypto(db_url)
     _node_migrate(node_env, db_url, tmp_path)
     before = _catalog(db_url)
-    _create_results_table(db_url)
+    create_results_table(db_url)
     _node_add_jobs(node_env, db_url, [{"identifier": t, "payload": p} for t, p in PAYLOADS.items()], tmp_path)
 
-    _kongtask_run_once(db_url, dict.fromkeys(PAYLOADS, _kongtask_record))
+    kongtask_run_once(db_url, dict.fromkeys(PAYLOADS, kongtask_record))
 
-    assert _results(db_url) == PAYLOADS
-    assert _count(db_url, "jobs") == 0
+    assert results(db_url) == PAYLOADS
+    assert count_rows(db_url, "jobs") == 0
     assert _catalog(db_url) == before
-
-
-FLEET_JOBS = 2000
-FLEET_QUEUE = "fleet-queue"
-FLEET_QUEUE_EVERY = 10  # every tenth job goes to the one named queue: 200 of them
-#: How long each task pauses between recording its start and its end, in milliseconds. Jobs are
-#: fetched in id order, so with equal pauses the nine jobs between two of the queue's keep them
-#: apart even without a queue lock. The queue's second hundred pause longer than the other workers
-#: need for those nine: without the lock they would be in flight two at a time. Its first hundred
-#: are as quick as the rest, so the queue keeps up and changes hands between kongtask and Node (a
-#: worker that finishes a queue's job while that queue is behind goes straight on to its next).
-FLEET_SLEEP_MS = 2
-FLEET_SLOW_SLEEP_MS = 40
-#: Deadline for the fleet to empty the jobs table. The drain takes seconds; the deadline stays below
-#: kongtask's default job expiry (120 s), so a queue left locked with no job running fails the test
-#: instead of being quietly reclaimed by the expiry.
-FLEET_DRAIN_TIMEOUT_S = 90
 
 
 def _add_fleet(url: str) -> dict[int, str]:
     """The fleet's jobs, one statement: their queue names by job id."""
+    create_fleet_runs_table(url)
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "create table public.fleet_runs ("
-            " seq serial primary key, job_id bigint not null, queue_name text not null, i int not null,"
-            " ran_by text not null, started_at timestamptz not null, ended_at timestamptz)"
-        )
         rows = conn.execute(
             "select j.id, j.queue_name from generate_series(1, %s) i,"
             " graphile_worker.add_job('interop_fleet',"
@@ -594,30 +500,6 @@ def _add_fleet(url: str) -> dict[int, str]:
              FLEET_QUEUE_EVERY, FLEET_QUEUE),
         ).fetchall()
     return dict(rows)
-
-
-def _fleet_state(url: str) -> str:
-    """What is left in the queue tables, for a drain that missed its deadline."""
-    with psycopg.connect(url) as conn:
-        now = conn.execute("select clock_timestamp()").fetchone()
-        queues = conn.execute(
-            "select queue_name, job_count, locked_by, locked_at from graphile_worker.job_queues"
-            " order by locked_at nulls last, queue_name limit 20"
-        ).fetchall()
-        waiting = conn.execute(
-            "select queue_name, count(*), min(id), max(attempts) from graphile_worker.jobs"
-            " group by queue_name order by min(id) limit 20"
-        ).fetchall()
-    return (
-        f"database clock: {now}\njob_queues (queue, job_count, locked_by, locked_at):\n"
-        + "".join(f"  {row}\n" for row in queues)
-        + "jobs (queue, count, first id, most attempts):\n"
-        + "".join(f"  {row}\n" for row in waiting)
-    )
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def test_a_mixed_fleet_runs_every_job_once_and_the_named_queue_in_order(
@@ -641,21 +523,7 @@ def test_a_mixed_fleet_runs_every_job_once_and_the_named_queue_in_order(
         node = node_env.start_cli("0.1.0", migrated_url, cwd=node_cwd, log=log)
         worker = Background("worker", "--jobs", "4", "-c", migrated_url, "--tasks", str(py_tasks), cwd=tmp_path)
         try:
-
-            def drained() -> bool:
-                for name, code in (("kongtask", worker.process.poll()), ("Node", node.poll())):
-                    if code is not None:
-                        raise AssertionError(f"the {name} worker exited ({code}) before the jobs ran out")
-                return _count(migrated_url, "jobs") == 0
-
-            try:
-                wait_until(drained, timeout=FLEET_DRAIN_TIMEOUT_S, interval=0.2, what="the fleet to drain the jobs")
-            except AssertionError as exc:
-                raise AssertionError(
-                    f"{exc}\n{_fleet_state(migrated_url)}--- kongtask ---\n{_tail(worker.output())}\n"
-                    f"--- Node ---\n{_tail(node_log.read_text(errors='replace'))}"
-                ) from None
-
+            wait_for_drain(migrated_url, worker, node, node_log, jobs_table="jobs", queues_table="job_queues")
             assert worker.stop() == 0, worker.output()
             node.send_signal(signal.SIGTERM)
             # graphile-worker 0.1.0 shuts down, then kills itself with the signal it received.
@@ -667,35 +535,34 @@ def test_a_mixed_fleet_runs_every_job_once_and_the_named_queue_in_order(
                 node.wait(10)
 
     assert "Graceful shutdown attempted; killing self via SIGTERM" in node_log.read_text(errors="replace")
-    with psycopg.connect(migrated_url) as conn:
-        runs = conn.execute(
-            "select job_id, queue_name, i, ran_by, started_at, ended_at from public.fleet_runs order by seq"
-        ).fetchall()
+    runs = fleet_runs(migrated_url)
 
     # Every job, exactly once, and every run finished.
-    times_run = Counter(job_id for job_id, *_ in runs)
+    times_run = Counter(run.job_id for run in runs)
     assert [job_id for job_id, n in times_run.items() if n > 1] == []
     assert set(times_run) == set(queue_of)
-    assert [run for run in runs if run[5] is None or run[5] < run[4]] == []
+    assert [run for run in runs if run.ended_at is None or run.ended_at < run.started_at] == []
     # Both sides took part.
-    by_side = Counter(ran_by for _, _, _, ran_by, _, _ in runs)
+    by_side = Counter(run.ran_by for run in runs)
     assert set(by_side) == {"node", "kongtask"}, by_side
 
     # The named queue: one run at a time (each starts after the one before it ended), in id order.
-    in_queue = sorted((run for run in runs if run[1] == FLEET_QUEUE), key=lambda run: run[4])
-    overlaps = [(before, after) for before, after in itertools.pairwise(in_queue) if after[4] < before[5]]
-    assert not overlaps, f"{len(overlaps)} runs in {FLEET_QUEUE} started before the one before ended: {overlaps[:3]}"
-    assert [job_id for job_id, *_ in in_queue] == sorted(job_id for job_id, q in queue_of.items() if q == FLEET_QUEUE)
-    assert [i for _, _, i, *_ in in_queue] == list(range(FLEET_QUEUE_EVERY, FLEET_JOBS + 1, FLEET_QUEUE_EVERY))
-    assert {ran_by for _, _, _, ran_by, _, _ in in_queue} == {"node", "kongtask"}, "one side ran the whole queue"
-    assert _count(migrated_url, "job_queues") == 0
+    in_queue = sorted((run for run in runs if run.queue_name == FLEET_QUEUE), key=lambda run: run.started_at)
+    overlapping = overlaps(in_queue)
+    assert not overlapping, (
+        f"{len(overlapping)} runs in {FLEET_QUEUE} started before the one before ended: {overlapping[:3]}"
+    )
+    assert [run.job_id for run in in_queue] == sorted(job_id for job_id, q in queue_of.items() if q == FLEET_QUEUE)
+    assert [run.i for run in in_queue] == list(range(FLEET_QUEUE_EVERY, FLEET_JOBS + 1, FLEET_QUEUE_EVERY))
+    assert {run.ran_by for run in in_queue} == {"node", "kongtask"}, "one side ran the whole queue"
+    assert count_rows(migrated_url, "job_queues") == 0
 
 
 # --- the two CLIs, as their users run them ---------------------------------------------------
 
 
 def test_kongtask_cli_worker_runs_jobs_that_node_added(node_env: NodeEnv, migrated_url: str, tmp_path: Path) -> None:
-    _create_results_table(migrated_url)
+    create_results_table(migrated_url)
     _node_add_jobs(node_env, migrated_url, [{"identifier": t, "payload": p} for t, p in PAYLOADS.items()], tmp_path)
     tasks = tmp_path / "py_tasks"
     tasks.mkdir()
@@ -705,14 +572,14 @@ def test_kongtask_cli_worker_runs_jobs_that_node_added(node_env: NodeEnv, migrat
     result = kongtask_cli("worker", "--once", "-c", migrated_url, "--tasks", str(tasks), cwd=tmp_path, timeout=120)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert _results(migrated_url) == PAYLOADS
-    assert _count(migrated_url, "jobs") == 0
+    assert results(migrated_url) == PAYLOADS
+    assert count_rows(migrated_url, "jobs") == 0
 
 
 def test_node_worker_runs_jobs_added_with_the_kongtask_cli(
     node_env: NodeEnv, migrated_url: str, tmp_path: Path
 ) -> None:
-    _create_results_table(migrated_url)
+    create_results_table(migrated_url)
     payload = {"from": "kongtask add-job", "unicode": "漢字 🎉", "n": [1, 2.5, None]}
     for n in range(3):
         added = kongtask_cli(
@@ -728,4 +595,4 @@ def test_node_worker_runs_jobs_added_with_the_kongtask_cli(
     assert [(queue, json.loads(seen)) for queue, seen in runs] == [
         ("cli-queue", {**payload, "seq": n}) for n in range(3)
     ]
-    assert _count(migrated_url, "jobs") == 0
+    assert count_rows(migrated_url, "jobs") == 0
