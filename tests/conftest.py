@@ -83,13 +83,13 @@ def db_url(pg_server_url: str) -> Iterator[str]:
         _drop_database(pg_server_url, name)
 
 
-@pytest.fixture(scope="session")
-def _migrated_template(pg_server_url: str) -> Iterator[str]:
+def _template(pg_server_url: str, to: str | None) -> Iterator[str]:
+    """A database migrated once per session (to the default schema, or ``to``), to copy per test."""
     from kongtask._schema.migrate import migrate_connection
 
     async def migrate(url: str) -> None:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await migrate_connection(conn, "graphile_worker")
+            await migrate_connection(conn, "graphile_worker", to=to)
 
     name = _create_database(pg_server_url)
     asyncio.run(migrate(url_with_dbname(pg_server_url, name)))
@@ -97,42 +97,36 @@ def _migrated_template(pg_server_url: str) -> Iterator[str]:
         yield name
     finally:
         _drop_database(pg_server_url, name)
+
+
+def _copy_of(pg_server_url: str, template: str) -> Iterator[str]:
+    name = _create_database(pg_server_url, template=template)
+    try:
+        yield url_with_dbname(pg_server_url, name)
+    finally:
+        _drop_database(pg_server_url, name)
+
+
+@pytest.fixture(scope="session")
+def _migrated_template(pg_server_url: str) -> Iterator[str]:
+    yield from _template(pg_server_url, None)
 
 
 @pytest.fixture
 def migrated_url(pg_server_url: str, _migrated_template: str) -> Iterator[str]:
     """A fresh database of this test's own, already migrated to schema ``graphile_worker``."""
-    name = _create_database(pg_server_url, template=_migrated_template)
-    try:
-        yield url_with_dbname(pg_server_url, name)
-    finally:
-        _drop_database(pg_server_url, name)
+    yield from _copy_of(pg_server_url, _migrated_template)
 
 
 @pytest.fixture(scope="session")
 def _modern_template(pg_server_url: str) -> Iterator[str]:
-    from kongtask._schema.migrate import migrate_connection
-
-    async def migrate(url: str) -> None:
-        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            await migrate_connection(conn, "graphile_worker", to="latest")
-
-    name = _create_database(pg_server_url)
-    asyncio.run(migrate(url_with_dbname(pg_server_url, name)))
-    try:
-        yield name
-    finally:
-        _drop_database(pg_server_url, name)
+    yield from _template(pg_server_url, "latest")
 
 
 @pytest.fixture
 def modern_url(pg_server_url: str, _modern_template: str) -> Iterator[str]:
     """A fresh database of this test's own, migrated to upstream's 0.18 schema (``--to latest``)."""
-    name = _create_database(pg_server_url, template=_modern_template)
-    try:
-        yield url_with_dbname(pg_server_url, name)
-    finally:
-        _drop_database(pg_server_url, name)
+    yield from _copy_of(pg_server_url, _modern_template)
 
 
 @pytest.fixture

@@ -9,12 +9,10 @@ heartbeat and swept when their pool is gone, a breaking migration stopping the w
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import multiprocessing
 import os
 import signal
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -178,43 +176,6 @@ def test_the_worker_registers_its_tasks_and_drains_jobs_added_every_way(modern_u
         ("a",), ("b",), ("never",),
     ]
     assert query_rows(modern_url, "select count(*) from graphile_worker._private_jobs") == [(0,)]
-
-
-def test_a_named_queue_never_runs_two_jobs_at_once_with_full_buffers(
-    modern_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_checkouts.Checkouts, "_learn", lambda self, fetch_s: setattr(self, "_target", 10))
-    spans: dict[str | None, list[tuple[int, float, float]]] = {}
-
-    async def task(payload: Any, helpers: kongtask.Helpers) -> None:
-        started = time.monotonic()
-        await asyncio.sleep(0.002 if payload["named"] else 0)
-        spans.setdefault(helpers.job.queue_name, []).append((helpers.job.id, started, time.monotonic()))
-
-    async def scenario() -> None:
-        query_rows(modern_url, "select graphile_worker.add_job('t', json_build_object('named', i % 2 = 0),"
-                               " queue_name => case when i % 2 = 0 then 'serial-' || (i % 3) end)"
-                               " from generate_series(1, 300) i")
-        runners = [await kongtask.run(task_list={"t": task}, connection_string=modern_url, concurrency=4,
-                                      batch_size=10) for _ in range(2)]
-        try:
-            await wait_until_async(
-                lambda: query_rows(modern_url, "select count(*) from graphile_worker._private_jobs") == [(0,)],
-                timeout=60, what="the jobs to drain",
-            )
-        finally:
-            for runner in runners:
-                await runner.stop()
-
-    asyncio.run(scenario())
-    named = {q: runs for q, runs in spans.items() if q is not None}
-    assert len(named) == 3 and sum(len(runs) for runs in named.values()) == 150
-    for queue, runs in named.items():
-        by_start = sorted(runs, key=lambda run: run[1])
-        assert [run[0] for run in by_start] == sorted(run[0] for run in runs), f"{queue} ran out of order"
-        overlaps = [(a, b) for a, b in itertools.pairwise(by_start) if b[1] < a[2]]
-        assert not overlaps, f"{queue}: a job started before the one before it ended: {overlaps[:2]}"
-    assert len(spans[None]) == 150
 
 
 def test_buffered_jobs_are_given_back_at_once_on_a_graceful_stop(
