@@ -26,6 +26,11 @@ class ConnectionFailed(KongtaskError):
         self.transient = transient
 
 
+class CrontabError(ConfigurationError):
+    """A crontab line, or a cron item declared in code, cannot be read; the message names the
+    file and line (``crontab:3: ...``) or the item."""
+
+
 class MigrationError(KongtaskError):
     """The database schema cannot be brought to the version this kongtask knows."""
 
