@@ -6,7 +6,8 @@ The public API:
 - :func:`add_job` (async) and :func:`add_job_sync`: add a job from application code;
 - :func:`add_jobs` (async) and :func:`add_jobs_sync`: add many jobs in one go, all or none;
 - :func:`migrate`: bring a database to the newest schema;
-- :class:`App`: tasks registered in code with ``@app.task``;
+- :class:`App`: tasks registered in code with ``@app.task``, cron items with ``app.cron(...)``;
+- :class:`CronItem`, :func:`parse_crontab`, :func:`load_crontab`: recurring jobs (``cron_items=``);
 - :class:`Job`, :class:`Helpers`, :class:`SyncHelpers`, :class:`Runner`, and the errors.
 """
 
@@ -18,9 +19,11 @@ from ._helpers import Helpers, SyncHelpers
 from ._job import JOB_KEY_MODES, Job, JobKeyMode, JobOptions, JobSpec
 from ._run import migrate, run, run_once
 from ._worker_pool import Runner
+from .crontab import CronItem, load_crontab, parse_crontab
 from .errors import (
     ConfigurationError,
     ConnectionFailed,
+    CrontabError,
     KongtaskError,
     MigrationError,
     PayloadError,
@@ -36,6 +39,8 @@ __all__ = [
     "App",
     "ConfigurationError",
     "ConnectionFailed",
+    "CronItem",
+    "CrontabError",
     "Helpers",
     "Job",
     "JobKeyMode",
@@ -54,7 +59,9 @@ __all__ = [
     "add_job_sync",
     "add_jobs",
     "add_jobs_sync",
+    "load_crontab",
     "migrate",
+    "parse_crontab",
     "remove_job",
     "remove_job_sync",
     "run",

@@ -17,6 +17,7 @@ from typing import TypeAlias, TypedDict
 from psycopg_pool import AsyncConnectionPool
 
 from . import _defaults
+from .crontab import CronItem
 from .errors import ConfigurationError
 from .tasks import Task
 
@@ -61,10 +62,14 @@ class RunOptions(WorkerOptions, total=False):
     - Tasks: ``task_directory`` (a folder of task files) or ``task_list`` (``{name: function}``).
     - Database: ``pool`` (an open ``AsyncConnectionPool``), ``connection_string``, or ``DATABASE_URL``;
       ``schema``: the schema that holds the jobs.
+    - ``cron_items``: recurring jobs (:class:`kongtask.CronItem`, or :func:`kongtask.load_crontab`'s
+      items) that this runner adds once per due minute, with every other worker on the database;
+      they need graphile-worker's 0.18 schema. ``run_once`` does not run cron.
     """
 
     task_directory: str | Path | None
     task_list: Mapping[str, Task] | None
+    cron_items: Sequence[CronItem] | None
     pool: AsyncConnectionPool | None
     connection_string: str | None
     schema: str
@@ -76,6 +81,7 @@ class ResolvedOptions:
 
     task_directory: str | Path | None = None
     task_list: Mapping[str, Task] | None = None
+    cron_items: Sequence[CronItem] | None = None
     pool: AsyncConnectionPool | None = None
     connection_string: str | None = None
     schema: str = _defaults.SCHEMA
@@ -114,3 +120,12 @@ class ResolvedOptions:
             raise ConfigurationError(
                 f"forbidden_flags must be a list of flag names or a function returning one, got {flags!r}"
             )
+        seen: set[str] = set()
+        for item in self.cron_items or ():
+            if not isinstance(item, CronItem):
+                raise ConfigurationError(f"cron_items holds {item!r}, not a kongtask.CronItem")
+            if item.identifier in seen:
+                raise ConfigurationError(
+                    f"two cron items have the identifier {item.identifier!r}; give one of them another identifier="
+                )
+            seen.add(item.identifier)

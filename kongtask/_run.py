@@ -18,10 +18,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from . import _connections, _defaults
+from ._cron_scheduler import CronScheduler
 from ._job import Unpack
 from ._options import ResolvedOptions, RunOptions
 from ._outages import Backoff
-from ._schema import held_by, schema_named
+from ._schema import held_by, schema_named, v0_18
 from ._schema.jobs import register_tolerant_loaders, schema_too_old
 from ._schema.migrate import load_migrations, migrate_connection, resolve_target
 from ._worker import WorkerConfig
@@ -142,6 +143,11 @@ async def start(options: ResolvedOptions, *, once: bool) -> Runner:
                 raise schema_too_old(options.schema, "forbidden_flags")
             if database.register_tasks is not None:
                 await conn.execute(database.register_tasks, {"task_names": sorted(tasks)})
+        cron = None
+        if options.cron_items and not once:  # upstream's run_once does not run cron either
+            if not database.capabilities.cron:
+                raise schema_too_old(options.schema, "cron")
+            cron = CronScheduler(pool, v0_18.schema_named(options.schema), options.cron_items)
         config = WorkerConfig(
             tasks=tasks,
             decode_per_statement=options.pool is not None,
@@ -162,6 +168,7 @@ async def start(options: ResolvedOptions, *, once: bool) -> Runner:
             heartbeat_interval=options.heartbeat_interval,
             owns_pool=options.pool is None,
             handle_signals=options.handle_signals,
+            cron=cron,
         )
     except BaseException:
         if options.pool is None:

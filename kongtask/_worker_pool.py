@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from . import _connections
 from ._checkouts import CHECKOUT_TIMEOUT_S, CONNECTION_ERRORS, Checkouts
+from ._cron_scheduler import CronScheduler
 from ._outages import Backoff, OutageLog
 from ._resources import SharedResources
 from ._schema.v0_18 import MIGRATE_CHANNEL
@@ -90,6 +91,7 @@ class Runner:
         heartbeat_interval: float,
         owns_pool: bool,
         handle_signals: bool,
+        cron: CronScheduler | None = None,
     ) -> None:
         self._config = config
         self._pool = pool
@@ -129,6 +131,8 @@ class Runner:
             asyncio.ensure_future(self._expire_locks()) if config.database.expire_locks is not None else None
         )
         self._reporter = None if once else asyncio.ensure_future(self._report_jobs_without_task())
+        self._cron = cron
+        self._cron_task = None if cron is None else asyncio.ensure_future(cron.run())
         self._done = asyncio.ensure_future(self._supervise())
 
     # --- what the checkouts and workers ask of the pool -----------------------------------------------
@@ -189,6 +193,8 @@ class Runner:
             self._force(sig.name)
 
     def _begin_stop(self, reason: str) -> None:
+        if self._cron is not None:
+            self._cron.stop()  # no new cron jobs from a pool that is stopping, as upstream
         if self._stop_task is None:
             self._stopping = True
             self._checkouts.stop()
@@ -237,13 +243,18 @@ class Runner:
             await asyncio.gather(self._fetcher, return_exceptions=True)
             await self._checkouts.close()
             await asyncio.gather(self._flusher, return_exceptions=True)
+            if self._cron is not None and self._cron_task is not None:
+                # Let it finish the statement under way (its registration at start, say).
+                self._cron.stop()
+                await asyncio.wait([self._cron_task], timeout=CHECKOUT_TIMEOUT_S)
             if self._crash is not None:
                 raise self._crash
         finally:
             self._stopping = True
             if self._stop_task is not None and not self._stop_task.done():
                 self._stop_task.cancel()
-            tasks = (self._fetcher, self._flusher, self._listener, self._heartbeat, self._reporter, self._expirer)
+            tasks = (self._fetcher, self._flusher, self._listener, self._heartbeat, self._reporter, self._expirer,
+                     self._cron_task)
             background = [t for t in tasks if t is not None]
             for task in background:
                 task.cancel()

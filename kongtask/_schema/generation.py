@@ -36,6 +36,8 @@ class Capabilities:
     jobs_view: bool = False
     #: ``locked_by`` names the worker pool (one per process), not one worker.
     pool_locks: bool = False
+    #: Cron: ``_private_known_crontabs`` records each item's last minute, so a fleet adds it once.
+    cron: bool = False
 
 
 class DatabaseSchema(Protocol):

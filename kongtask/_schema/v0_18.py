@@ -35,7 +35,7 @@ class SchemaV0_18:
     """The 0.18 schema under one name: its statements, rendered once, and its capabilities."""
 
     generation = "0.18"
-    capabilities = Capabilities(job_keys=True, flags=True, jobs_view=True, pool_locks=True)
+    capabilities = Capabilities(job_keys=True, flags=True, jobs_view=True, pool_locks=True, cron=True)
 
     # the job lifecycle: fetch, release (complete or fail), and their recovery
     register_tasks: str
@@ -59,6 +59,10 @@ class SchemaV0_18:
     remove_job: str
     add_jobs: str
     analyze_jobs: str
+    # cron: what the fleet knows of each item, and one minute's jobs claimed and added at once
+    known_crontabs: str
+    register_crontabs: str
+    schedule_cron_jobs: str
     # migrations
     migrations_columns: str
     applied_migrations: str

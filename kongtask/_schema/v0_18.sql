@@ -280,6 +280,46 @@ select count(*) from {schema}.add_jobs(array(
 -- After a large insert, as on v0.1.0: fresh planner statistics of the tables the fetch reads.
 analyze {schema}._private_jobs, {schema}._private_job_queues, {schema}._private_tasks
 
+-- ===== cron (kongtask._cron_scheduler) =====
+
+-- name: known_crontabs
+-- What the fleet remembers of these cron items: since when an item is known, and the last minute
+-- any worker added its job for.
+select identifier, known_since, last_execution from {schema}._private_known_crontabs
+where identifier = any(%(identifiers)s::text[])
+
+-- name: register_crontabs
+-- Items no worker knew are known from this worker's start on; backfilling never reaches before.
+insert into {schema}._private_known_crontabs as known_crontabs (identifier, known_since)
+select identifier, %(known_since)s::timestamptz from unnest(%(identifiers)s::text[]) as item(identifier)
+on conflict do nothing
+
+-- name: schedule_cron_jobs
+-- The jobs of one minute (%(ts)s), one per item, each added only by the worker whose upsert moves
+-- the item's last_execution forward to that minute: a worker that comes second (it waits for the
+-- first one's row lock, then finds last_execution no longer older) adds nothing. All in one
+-- statement, so a minute is claimed exactly when its jobs are added. Returns the items added.
+with specs as (
+  select * from unnest(%(identifier)s::text[], %(task)s::text[], %(payload)s::json[], %(queue_name)s::text[],
+    %(max_attempts)s::int[], %(priority)s::int[], %(job_key)s::text[], %(job_key_mode)s::text[])
+    with ordinality as spec(identifier, task, payload, queue_name, max_attempts, priority, job_key, job_key_mode, n)
+),
+claimed as (
+  insert into {schema}._private_known_crontabs as known_crontabs (identifier, known_since, last_execution)
+  select identifier, %(ts)s::timestamptz, %(ts)s::timestamptz from specs
+  on conflict (identifier) do update set last_execution = excluded.last_execution
+  where known_crontabs.last_execution is null or known_crontabs.last_execution < excluded.last_execution
+  returning known_crontabs.identifier
+)
+-- add_job is called in the select list, so only for the rows the join keeps (claimed items).
+select specs.identifier, ({schema}.add_job(identifier => specs.task, payload => specs.payload,
+  queue_name => specs.queue_name, run_at => %(ts)s::timestamptz, max_attempts => specs.max_attempts,
+  job_key => specs.job_key, priority => specs.priority, flags => null,
+  job_key_mode => specs.job_key_mode)).id
+from specs
+inner join claimed on claimed.identifier = specs.identifier
+order by specs.n
+
 -- ===== migrations =====
 
 -- name: migrations_columns
