@@ -4,7 +4,8 @@ A supervisor, the way ``uvicorn --reload`` works, rather than reloading modules 
 process imports every task file and helper module afresh, so no stale module, class or global can
 survive an edit (upstream graphile-worker dropped in-process reloading for exactly that reason).
 
-On a change to a ``.py`` file under the tasks folder the supervisor starts a new worker at once and
+On a change to a ``.py`` file under the tasks folder, or to the crontab file (made, edited or
+removed), the supervisor starts a new worker at once and
 sends the old one :data:`RELOAD_SIGNAL`: the old worker stops fetching, and a job it is running
 finishes on the old code within ``--shutdown-timeout`` (after that it is failed with "Forced worker
 shutdown" and retried). Jobs are locked in the database, so the two workers never run the same
@@ -24,7 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,12 @@ def supervisor_pid() -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def supervise(tasks_dir: Path, argv: list[str], env: Mapping[str, str], shutdown_timeout: float) -> int:
+def supervise(
+    tasks_dir: Path, argv: list[str], env: Mapping[str, str], shutdown_timeout: float, crontab: Path | None = None
+) -> int:
     """Runs ``python -m kongtask <argv>`` and restarts it on change until SIGINT, SIGTERM or SIGHUP.
+
+    ``crontab``: the crontab file the worker reads, watched too (it need not exist yet).
 
     Returns the exit code for the supervisor: the worker's own when it was running at the end.
     """
@@ -63,6 +68,7 @@ def supervise(tasks_dir: Path, argv: list[str], env: Mapping[str, str], shutdown
     child_env = {**env, SUPERVISOR_ENV: str(os.getpid()), "PYTHONDONTWRITEBYTECODE": "1"}
     command = [sys.executable, "-m", "kongtask", *argv]
     supervisor = _Supervisor(tasks_dir.resolve(), command, child_env, shutdown_timeout)
+    supervisor.crontab = crontab.resolve() if crontab is not None else None
     return asyncio.run(supervisor.run())
 
 
@@ -84,6 +90,7 @@ class _Supervisor:
         self.stop_requested: asyncio.Event | None = None
         self.stop_signals: list[signal.Signals] = []  # every stop signal so far, in order
         self.exit_code = 0
+        self.crontab: Path | None = None
 
     async def run(self) -> int:
         from watchfiles import awatch
@@ -92,14 +99,18 @@ class _Supervisor:
         loop = asyncio.get_running_loop()
         for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        changes = awatch(
+        changes: AsyncIterator[set[tuple[Any, str]]] = awatch(
             self.tasks_dir, watch_filter=_is_source_change, debounce=_DEBOUNCE_MS, step=_STEP_MS,
             stop_event=self.stop_requested,
         )
+        if self.crontab is not None and self.crontab.parent.is_dir():
+            changes = _merged(changes, self._crontab_changes(self.crontab))
         next_batch = asyncio.ensure_future(changes.__anext__())
         # The generator's first step sets up the file watch, before any worker starts: no change
-        # made once the worker is up can be missed.
-        await asyncio.sleep(0)
+        # made once the worker is up can be missed. Merged with the crontab's, the two watches take
+        # their first steps one turn of the loop later.
+        for _ in range(3 if self.crontab is not None else 1):
+            await asyncio.sleep(0)
         log.info("watching %s for changes (--watch); a change restarts the worker", self.tasks_dir)
         await self._start_worker()
         try:
@@ -121,6 +132,16 @@ class _Supervisor:
             for sig in _STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
         return self.exit_code
+
+    def _crontab_changes(self, crontab: Path) -> AsyncIterator[set[tuple[Any, str]]]:
+        """Changes to the crontab file: its folder is watched (not recursively), since an editor may
+        replace the file rather than write to it."""
+        from watchfiles import awatch
+
+        return awatch(
+            crontab.parent, watch_filter=lambda change, path: Path(path) == crontab, debounce=_DEBOUNCE_MS,
+            step=_STEP_MS, stop_event=self.stop_requested, recursive=False,
+        )
 
     def _on_signal(self, sig: signal.Signals) -> None:
         assert self.stop_requested is not None
@@ -192,3 +213,22 @@ class _Supervisor:
         task = asyncio.ensure_future(coroutine)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+
+async def _merged(*sources: AsyncIterator[set[tuple[Any, str]]]) -> AsyncIterator[set[tuple[Any, str]]]:
+    """The batches of several watches, as they come; ends when the first of them ends (a stop)."""
+    pending = {asyncio.ensure_future(source.__anext__()): source for source in sources}
+    try:
+        while True:
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                source = pending.pop(future)
+                try:
+                    batch = future.result()
+                except StopAsyncIteration:
+                    return
+                pending[asyncio.ensure_future(source.__anext__())] = source
+                yield batch
+    finally:
+        for future in pending:
+            future.cancel()

@@ -37,7 +37,7 @@ from ._run import start as start_workers
 from ._schema import jobs as jobs_api
 from ._watch import RELOAD_SIGNAL, supervise, supervisor_pid
 from .errors import ConfigurationError, KongtaskError, PayloadError
-from .settings import ADD_JOB, ADD_JOBS, JOBS, MIGRATE, WORKER, Option, Settings
+from .settings import ADD_JOB, ADD_JOBS, CRON, JOBS, MIGRATE, WORKER, Option, Settings
 
 log = logging.getLogger("kongtask.cli")
 
@@ -102,7 +102,7 @@ def _settings(ctx: click.Context, /, command: str | None, params: Mapping[str, A
     return settings
 
 
-_PATH_OPTIONS = ("tasks", "config", "env_file")
+_PATH_OPTIONS = ("tasks", "crontab", "config", "env_file")
 
 
 def _project_root() -> Path:
@@ -257,10 +257,11 @@ def worker(ctx: click.Context, /, **params: Any) -> None:
     if supervisor_pid() is not None:
         signal.signal(RELOAD_SIGNAL, _interrupt)  # retired before it is up: unwind as on SIGTERM
     tasks = _load_tasks(settings.tasks)
+    cron_items = [] if settings.once else _load_cron_items(settings)  # upstream's --once runs no cron either
     try:
         with _database(settings, announce=logging.INFO, may_create=True) as conninfo:
             try:
-                _run(_work(settings, tasks, conninfo))
+                _run(_work(settings, tasks, cron_items, conninfo))
             finally:
                 _stop_leftover_children()
     finally:
@@ -292,7 +293,27 @@ def _load_tasks(folder: Path) -> dict[str, Any]:
     return tasks
 
 
-async def _work(settings: Settings, tasks: dict[str, Any], conninfo: str) -> None:
+def _crontab_path(settings: Settings) -> tuple[Path, bool]:
+    """The crontab file, and whether it was asked for (else it is the optional one beside the tasks)."""
+    if settings.crontab is not None:
+        return settings.crontab, True
+    return settings.tasks.parent / "crontab", False
+
+
+def _load_cron_items(settings: Settings, required: bool = False) -> list[kongtask.CronItem]:
+    """The crontab's items: none when there is no crontab beside the tasks, unless ``required``."""
+    path, asked_for = _crontab_path(settings)
+    if not path.exists():
+        if asked_for:
+            raise KongtaskError(f"crontab file {path} does not exist (given by {settings.sources['crontab']})")
+        if required:
+            raise KongtaskError(f"no crontab here: {path} does not exist; write one (a line such as "
+                                "`0 4 * * * task`), or pass --crontab PATH")
+        return []
+    return kongtask.load_crontab(path)
+
+
+async def _work(settings: Settings, tasks: dict[str, Any], cron_items: list[kongtask.CronItem], conninfo: str) -> None:
     # A continuous worker waits, with backoff and a log line, for a server that does not answer
     # yet (it may be starting beside us); --once, a refused login or a bad host fail in one line.
     options = config.library_arguments(settings, WORKER)
@@ -308,10 +329,15 @@ async def _work(settings: Settings, tasks: dict[str, Any], conninfo: str) -> Non
                  settings.jobs, settings.batch_size)
         await once.wait()
         return
-    runner = await kongtask.run(task_list=tasks, connection_string=conninfo, handle_signals=True, **options)
+    runner = await kongtask.run(
+        task_list=tasks, cron_items=cron_items, connection_string=conninfo, handle_signals=True, **options
+    )
     # Its lock id is what `kongtask jobs list --state locked` and `jobs unlock` name.
     log.info(started + "; locks as %s", describe_target(conninfo), runner.schema_generation, ", ".join(sorted(tasks)),
              settings.tasks, settings.jobs, settings.batch_size, runner.worker_ids[0])
+    if cron_items:
+        log.info("cron: %d item(s) from %s: %s", len(cron_items), _crontab_path(settings)[0],
+                 ", ".join(item.identifier for item in cron_items))
     parent = supervisor_pid()
     follower = asyncio.ensure_future(_stop_when_orphaned(runner, parent)) if parent else None
     loop = asyncio.get_running_loop()
@@ -354,7 +380,8 @@ def _supervise(ctx: click.Context, /, settings: Settings) -> int:
             # The worker takes its own hold on the embedded server, so the server outlives this
             # supervisor for as long as the worker needs it.
             env[_EMBEDDED_PROJECT_ENV] = str(_project_root())
-        return supervise(settings.tasks, ctx.obj["argv"], env, settings.shutdown_timeout)
+        return supervise(settings.tasks, ctx.obj["argv"], env, settings.shutdown_timeout,
+                         crontab=_crontab_path(settings)[0])
 
 
 @cli.command("add-job")
@@ -640,6 +667,35 @@ def jobs_delete(ctx: click.Context, /, job_id: int, **params: Any) -> None:
     """Delete JOB_ID."""
     job = _admin(ctx, params, "delete_job", job_id)
     _job_or_fail(job, job_id, "deleted")
+
+
+@cli.group()
+def cron() -> None:
+    """Show the recurring jobs of the crontab (a file named crontab beside the tasks folder, or
+    --crontab PATH): `0 4 * * * task ?options {payload}` a line, in UTC. Workers add their jobs."""
+
+
+@cron.command("list")
+@click.option("--count", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="How many next run times to show for each item.")
+@click.option("--from", "start", metavar="TIME", help="Show the run times from this time on (ISO 8601; default now).")
+@_with_options(CRON)
+@click.pass_context
+def cron_list(ctx: click.Context, /, count: int, start: str | None, **params: Any) -> None:
+    """List each cron item: its identifier, task, schedule, options, payload and next run times (UTC)."""
+    settings = _settings(ctx, CRON, params)
+    when = datetime.now(timezone.utc)
+    if start is not None:
+        try:
+            when = config.parse_timestamp(start)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param_hint="--from") from None
+    items = _load_cron_items(settings, required=True)
+    click.echo("identifier\ttask\tschedule\toptions\tpayload\tnext runs (UTC)")
+    for item in items:
+        runs = ", ".join(f"{run:%Y-%m-%d %H:%M}" for run in item.next_runs(when, count)) or "none in 8 years"
+        payload = json.dumps(item.payload, ensure_ascii=False) if item.payload is not None else ""
+        click.echo(f"{item.identifier}\t{item.task}\t{item.match}\t{item.options}\t{payload}\t{runs}")
 
 
 @cli.command("config")

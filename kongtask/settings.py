@@ -28,8 +28,8 @@ from ._schema.jobs import MAX_ATTEMPTS, MAX_NAME_LENGTH
 from .errors import ConfigurationError
 
 ENV_PREFIX = "KONGTASK_"
-WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS = "worker", "add-job", "add-jobs", "migrate", "jobs"
-COMMANDS = (WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS)
+WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS, CRON = "worker", "add-job", "add-jobs", "migrate", "jobs", "cron"
+COMMANDS = (WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS, CRON)
 
 #: libpq's own variables that say where the database is. When one is set and no connection is
 #: configured, kongtask connects with libpq's defaults instead of starting an embedded server.
@@ -276,6 +276,8 @@ def option(default: Any, short: str | None = None, **spec: Any) -> Any:
 
 
 _ALL = COMMANDS
+#: The commands that use the database (`cron list` only reads the crontab).
+_WITH_DATABASE = (WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS)
 
 
 @dataclass(frozen=True)
@@ -283,14 +285,14 @@ class Settings:
     """What a kongtask command runs with. Build it with :func:`resolve`."""
 
     connection: str | None = option(
-        None, "-c", metavar="URL", commands=_ALL, aliases=("DATABASE_URL",), secret=True, parse=_conninfo,
+        None, "-c", metavar="URL", commands=_WITH_DATABASE, aliases=("DATABASE_URL",), secret=True, parse=_conninfo,
         help="PostgreSQL connection URL. libpq's PG* variables fill in what it leaves out. When no "
         "connection is configured anywhere, kongtask uses an embedded PostgreSQL of this project "
         "(pip install 'kongtask[embedded]').",
         shown_default="embedded",
     )
     schema: str = option(
-        _defaults.SCHEMA, metavar="NAME", commands=_ALL, parse=_schema_name, passes_as="schema",
+        _defaults.SCHEMA, metavar="NAME", commands=_WITH_DATABASE, parse=_schema_name, passes_as="schema",
         help="Database schema that holds the job tables.",
     )
     jobs: int = option(
@@ -317,8 +319,15 @@ class Settings:
         help="Restart the worker when a file in the tasks folder changes (for development).",
     )
     tasks: Path = option(
-        Path("tasks"), metavar="DIR", commands=(WORKER, ADD_JOB, ADD_JOBS, JOBS), parse=_path, relative_to_config=True,
+        Path("tasks"), metavar="DIR", commands=(WORKER, ADD_JOB, ADD_JOBS, JOBS, CRON), parse=_path,
+        relative_to_config=True,
         help="Folder of task files: tasks/send_email.py defines the task send_email.",
+    )
+    crontab: Path | None = option(
+        None, metavar="PATH", commands=(WORKER, CRON), parse=_path, relative_to_config=True,
+        shown_default="crontab beside the tasks folder, if there is one",
+        help="Crontab file of recurring jobs, one a line, in UTC: `0 4 * * * task ?fill=1d {payload}` (see the "
+        "README). Needs graphile-worker's 0.18 schema. Not read with --once.",
     )
     shutdown_timeout: float = option(
         _defaults.SHUTDOWN_TIMEOUT, metavar="SECONDS", commands=(WORKER,), parse=_seconds, passes_as="shutdown_timeout",
