@@ -75,9 +75,10 @@ def cron_timestamp(minute: datetime) -> str:
 
 
 def job_payload(item: CronItem, minute: datetime, backfilled: bool) -> str:
-    """The JSON payload of ``item``'s job for ``minute``: its own payload plus ``_cron``."""
-    return json.dumps({**(item.payload or {}), "_cron": {"ts": cron_timestamp(minute), "backfilled": backfilled}},
-                      ensure_ascii=False, allow_nan=False)
+    """The JSON payload of ``item``'s job for ``minute``: its own payload plus ``_cron``, written
+    without spaces as JavaScript's ``JSON.stringify`` writes it (the json column keeps the text)."""
+    payload = {**(item.payload or {}), "_cron": {"ts": cron_timestamp(minute), "backfilled": backfilled}}
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _retry_delay(attempt: int) -> float:
