@@ -3,8 +3,9 @@
 kongtask's worker runs on upstream's 0.17/0.18 schema (``kongtask migrate --to latest``); these
 tests put it beside Node 0.18 on one database: jobs added on either side run on the other, failures
 carry over both ways, either side upgrades a v0.1.0 database the other then works on, a kongtask
-worker stops saying why when Node upgrades the database under it, and a mixed fleet drains one set
-of jobs with a named queue kept strictly serial across both.
+worker stops saying why when Node upgrades the database under it, a mixed fleet drains one set
+of jobs with a named queue kept strictly serial across both, and both run one crontab, each minute's
+job added once.
 
 Node is driven as upstream's users drive it: the ``graphile-worker`` CLI with a ``tasks/`` folder,
 and ``makeWorkerUtils().addJob`` / ``addJobs`` from its library (``js/add_jobs_0_18.js``). The tasks
@@ -21,7 +22,7 @@ import shutil
 import signal
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import pytest
 
 import kongtask
 import kongtask.admin
-from tests.cli_support import Background, write_task
+from tests.cli_support import Background, clean_env, write_task
 from tests.cli_support import kongtask as kongtask_cli
 from tests.node.fixtures import PY_TASK, PY_TIMES_TASK, NodeEnv, node_url, tasks_folder
 from tests.node.fleet import (
@@ -45,6 +46,7 @@ from tests.node.fleet import (
 )
 from tests.node.interop import (
     PAYLOADS,
+    SCHEMA,
     count_rows,
     create_results_table,
     database_now,
@@ -53,6 +55,7 @@ from tests.node.interop import (
     kongtask_run_once,
     newest_migration,
     results,
+    tail,
 )
 from tests.support import query_rows, wait_until, wait_until_async
 
@@ -742,3 +745,142 @@ def test_a_mixed_fleet_with_graphile_worker_0_18_runs_every_job_once_and_the_nam
     assert query_rows(
         latest_url, "select count(*) from graphile_worker._private_job_queues where locked_by is not null"
     ) == [(0,)]
+
+
+# --- cron: one crontab, kongtask and Node 0.18 workers ------------------------------------------
+
+CRON_CRONTAB = """\
+* * * * * interop_cron
+* * * * * interop_cron ?id=interop_cron_queued&queue=cron_queue&max=5&priority=1 {from: 'crontab', n: 1}
+"""
+
+
+def _cron_runs(url: str) -> list[tuple[str, str, str]]:
+    """Each cron job run: (identifier, its minute, who ran it)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("select payload, ran_by from public.interop_results order by seq").fetchall()
+    found = []
+    for payload, ran_by in rows:
+        seen = json.loads(payload)
+        identifier = "interop_cron_queued" if seen.get("from") == "crontab" else "interop_cron"
+        assert seen["_cron"]["backfilled"] is False, seen
+        found.append((identifier, seen["_cron"]["ts"], ran_by))
+    return found
+
+
+def _minute_ts(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:00.000Z")
+
+
+@pytest.mark.slow
+def test_kongtask_and_node_workers_on_one_crontab_add_each_minute_once(
+    node_env: NodeEnv, modern_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One crontab, four workers: graphile-worker 0.18.0 (its CLI, reading ./crontab) and three
+    `kongtask worker` processes. Node starts alone and registers the items; the minute after it is
+    due is Node's alone; then the kongtask workers start, and the next minute all four race for.
+    Each item's job for each minute is added once and run once, whoever added and ran it.
+
+    A trigger records the application_name of the connection that added each job (PGAPPNAME,
+    which libpq and node-postgres both read), so the test knows who won each minute. Real time:
+    about one to two minutes.
+    """
+    create_results_table(modern_url)
+    with psycopg.connect(modern_url, autocommit=True) as conn:
+        conn.execute(
+            "create table public.cron_added (job_id bigint, added_by text, payload text, queue_name text,"
+            " max_attempts int, priority int)"
+        )
+        conn.execute(
+            "create function public.record_cron_added() returns trigger language plpgsql as $$ begin"
+            " insert into public.cron_added values (new.id, current_setting('application_name'), new.payload::text,"
+            f" (select queue_name from {SCHEMA}._private_job_queues where id = new.job_queue_id),"
+            " new.max_attempts, new.priority);"
+            " return new; end $$"
+        )
+        conn.execute(
+            f"create trigger record_cron_added after insert on {SCHEMA}._private_jobs"
+            " for each row execute function public.record_cron_added()"
+        )
+    node_cwd = tasks_folder(tmp_path / "node", ["interop_cron"])
+    (node_cwd / "crontab").write_text(CRON_CRONTAB)
+    kt_cwd = tmp_path / "kongtask"
+    (kt_cwd / "tasks").mkdir(parents=True)
+    shutil.copyfile(PY_TASK, kt_cwd / "tasks" / "interop_cron.py")
+    (kt_cwd / "crontab").write_text(CRON_CRONTAB)
+
+    node_log = tmp_path / "node.log"
+    workers: list[Background] = []
+    with node_log.open("wb") as log:
+        monkeypatch.setenv("PGAPPNAME", "node")
+        node = node_env.start_cli(NODE, modern_url, cwd=node_cwd, log=log)
+        try:
+            def node_said() -> str:
+                return f"\n--- Node ---\n{tail(node_log.read_text(errors='replace'))}"
+
+            def registered() -> bool:
+                with psycopg.connect(modern_url) as conn:
+                    return conn.execute(f"select count(*) from {SCHEMA}._private_known_crontabs").fetchone() == (2,)
+
+            wait_until(registered, timeout=60, what="Node to register the crontab" + node_said())
+            node_alone = datetime.now(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=1)
+            wait_until(lambda: {ts for _, ts, _ in _cron_runs(modern_url)} == {_minute_ts(node_alone)},
+                       timeout=90, interval=0.2, what=f"Node's jobs for {node_alone}" + node_said())
+
+            for n in range(3):
+                env = clean_env(DATABASE_URL=modern_url, PGAPPNAME=f"kongtask-{n}")
+                workers.append(Background("worker", cwd=kt_cwd, env=env))
+            for worker in workers:
+                worker.wait_for("cron: 2 item(s) from crontab: interop_cron, interop_cron_queued")
+            raced = node_alone + timedelta(minutes=1)
+            assert datetime.now(timezone.utc) < raced - timedelta(seconds=5), "the kongtask workers started too late"
+
+            def raced_minute_ran() -> bool:
+                for name, code in [("Node", node.poll())] + [(f"kongtask {i}", w.process.poll())
+                                                             for i, w in enumerate(workers)]:
+                    if code is not None:
+                        raise AssertionError(f"the {name} worker exited ({code})" + node_said())
+                ran = Counter(ts for _, ts, _ in _cron_runs(modern_url))
+                return ran[_minute_ts(raced)] >= 2 and count_rows(modern_url, "_private_jobs") == 0
+
+            wait_until(raced_minute_ran, timeout=90, interval=0.2, what=f"the jobs for {raced}" + node_said())
+            for worker in workers:
+                assert worker.stop() == 0, worker.output()
+            node.send_signal(signal.SIGTERM)
+            node.wait(30)
+        finally:
+            for worker in workers:
+                worker.kill()
+            if node.poll() is None:
+                node.kill()
+                node.wait(10)
+
+    runs = _cron_runs(modern_url)
+    minutes = sorted({ts for _, ts, _ in runs})
+    # Every minute from the first, each item's job once: two minutes, or three if a third began
+    # before the workers stopped.
+    assert minutes[:2] == [_minute_ts(node_alone), _minute_ts(raced)]
+    assert minutes == [_minute_ts(node_alone + timedelta(minutes=i)) for i in range(len(minutes))]
+    assert Counter((identifier, ts) for identifier, ts, _ in runs) == {
+        (identifier, ts): 1 for identifier in ("interop_cron", "interop_cron_queued") for ts in minutes
+    }
+    assert {ran_by for _, _, ran_by in runs} <= {"node", "kongtask"}
+    with psycopg.connect(modern_url) as conn:
+        added = conn.execute(
+            "select added_by, payload, queue_name, max_attempts, priority from public.cron_added order by job_id"
+        ).fetchall()
+        known = dict(conn.execute(
+            f"select identifier, last_execution from {SCHEMA}._private_known_crontabs").fetchall())
+    assert len(added) == len(runs)
+    by_minute: dict[str, set[str]] = {}
+    for added_by, payload, queue_name, max_attempts, priority in added:
+        by_minute.setdefault(json.loads(payload)["_cron"]["ts"], set()).add(added_by)
+        options = (queue_name, max_attempts, priority)
+        assert options == (("cron_queue", 5, 1) if "from" in json.loads(payload) else (None, 25, 0)), added_by
+    assert by_minute[_minute_ts(node_alone)] == {"node"}
+    print(f"the raced minute's jobs were added by {sorted(by_minute[_minute_ts(raced)])}")  # shown with -s
+    assert by_minute[_minute_ts(raced)] <= {"node", "kongtask-0", "kongtask-1", "kongtask-2"}
+    # Who added a job is invisible in it: kongtask writes the payload as Node does, to the byte.
+    assert {row[1] for row in added if json.loads(row[1])["_cron"]["ts"] == _minute_ts(raced)} >= {
+        '{"_cron":{"ts":"%s","backfilled":false}}' % _minute_ts(raced)}
+    assert {_minute_ts(moment) for moment in known.values()} == {minutes[-1]}
