@@ -143,40 +143,60 @@ def test_counters_and_histograms_count_the_jobs_this_worker_ran_by_task(
     run_with_metrics(migrated_url, scenario, caplog, concurrency=2, poll_interval=60)
 
 
+#: Per schema generation: the database fixture, and SQL that makes the "boom" jobs dead and locks
+#: the queue "held" under another worker.
+GENERATIONS = {
+    "v0.1.0": ("migrated_url",
+               "update graphile_worker.jobs set attempts = max_attempts where task_identifier = 'boom'",
+               "update graphile_worker.job_queues set locked_by = 'someone', locked_at = now() "
+               "where queue_name = 'held'"),
+    "0.18": ("modern_url",
+             "update graphile_worker._private_jobs set attempts = max_attempts "
+             "where task_id = (select id from graphile_worker._private_tasks where identifier = 'boom')",
+             "update graphile_worker._private_job_queues set locked_by = 'someone', locked_at = now() "
+             "where queue_name = 'held'"),
+}
+
+
+@pytest.mark.parametrize("generation", sorted(GENERATIONS))
 def test_job_gauges_count_the_databases_jobs_by_task_and_state_at_most_every_15_seconds(
-    migrated_url: str, caplog: pytest.LogCaptureFixture
+    generation: str, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
 ) -> None:
+    fixture, kill_boom, lock_held = GENERATIONS[generation]
+    url: str = request.getfixturevalue(fixture)
     later = datetime.now(timezone.utc) + timedelta(hours=1)
 
     async def scenario(runner: kongtask.Runner, base: str) -> None:
         # Jobs that stay as they are while the worker runs: for a task it lacks, scheduled, dead, locked.
         for _ in range(2):
-            await add_job_to(migrated_url, "elsewhere")
-        await add_job_to(migrated_url, "ok", run_at=later)
-        await add_job_to(migrated_url, "ok", queue_name="held", run_at=later)
-        execute(migrated_url, "insert into graphile_worker.jobs (task_identifier, attempts, max_attempts) "
-                                 "values ('boom', 3, 3)")
-        execute(migrated_url, "update graphile_worker.job_queues set locked_by = 'someone', locked_at = now() "
-                                 "where queue_name = 'held'")
+            await add_job_to(url, "elsewhere")
+        await add_job_to(url, "ok", run_at=later)
+        await add_job_to(url, "ok", queue_name="held", run_at=later)
+        await add_job_to(url, "boom", run_at=later)
+        execute(url, kill_boom)
+        execute(url, lock_held)
+        await add_job_to(url, "ok", queue_name="held")  # due, but behind the queue's lock
         samples = await off_loop(scrape, base)
         gauges = {(dict(labels)["task"], dict(labels)["state"]): v for (name, labels), v in samples.items()
                   if name == "kongtask_jobs"}
         assert gauges == {
-            ("ok", "due"): 0, ("ok", "scheduled"): 1, ("ok", "locked"): 1, ("ok", "dead"): 0,
+            ("ok", "due"): 0, ("ok", "scheduled"): 1, ("ok", "locked"): 2, ("ok", "dead"): 0,
             ("boom", "due"): 0, ("boom", "scheduled"): 0, ("boom", "locked"): 0, ("boom", "dead"): 1,
             ("elsewhere", "due"): 2, ("elsewhere", "scheduled"): 0, ("elsewhere", "locked"): 0,
             ("elsewhere", "dead"): 0,
         }
+        assert {dict(labels)["generation"] for name, labels in samples if name == "kongtask_worker_info"} == {
+            generation}
         took = value(samples, "kongtask_jobs_count_duration_seconds")
         assert took is not None and took > 0
         # Scrapes within 15 s get the same count: the database is not asked again.
-        await add_job_to(migrated_url, "elsewhere")
+        await add_job_to(url, "elsewhere")
         for _ in range(5):
             again = await off_loop(scrape, base)
             assert value(again, "kongtask_jobs", task="elsewhere", state="due") == 2
             assert value(again, "kongtask_jobs_count_duration_seconds") == took
 
-    run_with_metrics(migrated_url, scenario, caplog)
+    run_with_metrics(url, scenario, caplog)
 
 
 def test_job_gauges_follow_the_database_once_the_interval_has_passed(
