@@ -141,7 +141,8 @@ where q.locked_by = %(worker_id)s and q.queue_name = any(%(queue_names)s::text[]
 -- `kongtask jobs list --state` reads them: dead (attempts used up), locked (its queue is locked),
 -- due, or scheduled (run_at ahead). One pass over jobs, joined to the locked queues (about one per
 -- running job, found in one pass over job_queues); no index serves these counts, so the cost grows
--- with the table (0.3 to 0.6 s for 1,000,000 jobs), and the metrics run it at most every 15 s.
+-- with the table (0.3 to 0.8 s for 1,000,000 jobs: python -m bench.job_gauges), and the metrics
+-- run it at most every 15 s.
 select j.task_identifier,
   case when j.attempts >= j.max_attempts then 'dead'
        when locked.queue_name is not null then 'locked'
