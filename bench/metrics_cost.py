@@ -2,10 +2,12 @@
 
 The drain of ``python -m bench`` (``--jobs-count`` ``log_if_999`` jobs, then ``worker --once --jobs
 N`` timed to exit, each on a fresh database), run with and without ``--metrics-port 0``, side by
-side: the two take turns within every round, and swap places every round, so a load spike on this
-shared machine hits both. Each keeps its best round (interference only slows a drain down). Nothing
-scrapes meanwhile, so what it measures is the hooks on the job path and the server standing by,
-start-up (importing prometheus_client) included; a scrape's own cost is the scraper's request.
+side: the two run back to back in every round, and swap places every round. Two figures per kind
+and ``--jobs``: each side's best round (interference only slows a drain down), and the median over
+the rounds of the CPU per job on/off of the two runs of one round, which a load that changes
+between rounds moves less. Nothing scrapes meanwhile, so it measures the hooks on the job path and
+the server standing by, start-up (importing prometheus_client, some 30 ms) included; a scrape's
+own cost is the scraper's request.
 
 Runs on DATABASE_URL when set, else a throwaway server (see ``bench/README.md``).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -41,12 +44,14 @@ def main(argv: list[str] | None = None) -> None:
     jobs_list = [int(n) for n in args.jobs_list.split(",") if n.strip()]
     pairs = [(kongtask_command(kind), with_metrics(kongtask_command(kind))) for kind in KONGTASK_KINDS]
     best: dict[tuple[str, int], tuple[float, float]] = {}  # (system, --jobs) -> (jobs/s, CPU µs per job)
+    paired: dict[tuple[str, int], list[float]] = {}  # (kind, --jobs) -> CPU per job on/off, round by round
     with provide_server(os.environ.get("DATABASE_URL")) as server, tempfile.TemporaryDirectory() as scratch:
         print(f"# {read_facts(server).describe()} ({server.origin}); {args.jobs_count:,} jobs per drain, "
               f"best of {args.rounds}", file=sys.stderr)
         for round_ in range(args.rounds):
             for jobs in jobs_list:
                 for off, on in pairs:
+                    cpus: dict[str, float] = {}
                     for command in (off, on) if round_ % 2 == 0 else (on, off):
                         with fresh_database(server, f"metrics_{jobs}") as url:
                             measured = drain(command, url, args.jobs_count, jobs, Path(scratch))
@@ -55,13 +60,16 @@ def main(argv: list[str] | None = None) -> None:
                               f"{cpu:>6.1f} µs CPU/job", file=sys.stderr, flush=True)
                         seen = best.get((command.system, jobs))
                         best[(command.system, jobs)] = (max(rate, seen[0]), min(cpu, seen[1])) if seen else (rate, cpu)
+                        cpus[command.system] = cpu
+                    paired.setdefault((off.system, jobs), []).append(cpus[on.system] / cpus[off.system])
     print(f"{'kind':<14} {'--jobs':>6} {'jobs/s off':>11} {'jobs/s on':>10} {'ratio':>6} "
-          f"{'CPU/job off':>12} {'CPU/job on':>11} {'ratio':>6}")
+          f"{'CPU/job off':>12} {'CPU/job on':>11} {'ratio':>6} {'paired':>7}")
     for jobs in jobs_list:
         for off, on in pairs:
             (rate_off, cpu_off), (rate_on, cpu_on) = best[(off.system, jobs)], best[(on.system, jobs)]
             print(f"{off.system:<14} {jobs:>6} {rate_off:>11,.0f} {rate_on:>10,.0f} {rate_on / rate_off:>5.2f}x "
-                  f"{cpu_off:>9.1f} µs {cpu_on:>8.1f} µs {cpu_on / cpu_off:>5.2f}x")
+                  f"{cpu_off:>9.1f} µs {cpu_on:>8.1f} µs {cpu_on / cpu_off:>5.2f}x "
+                  f"{statistics.median(paired[(off.system, jobs)]):>6.2f}x")
 
 
 if __name__ == "__main__":
