@@ -32,8 +32,9 @@ def url_with_dbname(url: str, dbname: str) -> str:
 
 
 @contextmanager
-def fresh_database(server: Server, label: str) -> Iterator[str]:
-    """A new database migrated by kongtask, dropped afterwards; yields its URL.
+def fresh_database(server: Server, label: str, to: str | None = None) -> Iterator[str]:
+    """A new database migrated by kongtask (to migration ``to``, by default v0.1.0's), dropped
+    afterwards; yields its URL.
 
     kongtask migrates even the databases the Node worker runs on: Node 0.1.0 then sees the schema as
     already migrated, which is what the compatibility contract promises, and its own migration
@@ -44,16 +45,16 @@ def fresh_database(server: Server, label: str) -> Iterator[str]:
         conn.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
     url = url_with_dbname(server.admin_url, name)
     try:
-        asyncio.run(_migrate(url))
+        asyncio.run(_migrate(url, to))
         yield url
     finally:
         with psycopg.connect(server.admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
-async def _migrate(url: str) -> None:
+async def _migrate(url: str, to: str | None) -> None:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        await migrate_connection(conn, SCHEMA)
+        await migrate_connection(conn, SCHEMA, to=to)
 
 
 def insert_jobs(url: str, count: int) -> None:

@@ -21,3 +21,7 @@ JOB_EXPIRY = timedelta(minutes=2)
 BATCH_SIZE = 500
 #: Seconds a task may run before it is failed; ``None`` means no limit.
 TASK_TIMEOUT: float | None = None
+#: The port of the metrics and probes server; ``None``: no server.
+METRICS_PORT: int | None = None
+#: Where that server listens: this machine only, unless asked (a container sets 0.0.0.0).
+METRICS_HOST = "127.0.0.1"

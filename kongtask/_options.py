@@ -42,6 +42,9 @@ class WorkerOptions(TypedDict, total=False):
       means yes unless the environment variable ``NO_LOG_SUCCESS`` is set, as upstream.
     - ``forbidden_flags``: jobs carrying any of these flags are left for other workers (see
       :data:`ForbiddenFlags`); needs graphile-worker's 0.18 schema.
+    - ``metrics_port``: serve Prometheus metrics (``/metrics``) and health probes (``/healthz``,
+      ``/readyz``) on this port while the workers run; ``None`` (the default) serves nothing, 0 any
+      free port. ``metrics_host``: the address it listens on (``127.0.0.1``: this machine only).
     """
 
     concurrency: int
@@ -54,6 +57,8 @@ class WorkerOptions(TypedDict, total=False):
     handle_signals: bool
     log_success: bool | None
     forbidden_flags: ForbiddenFlags | None
+    metrics_port: int | None
+    metrics_host: str
 
 
 class RunOptions(WorkerOptions, total=False):
@@ -95,6 +100,8 @@ class ResolvedOptions:
     handle_signals: bool = False
     log_success: bool | None = None
     forbidden_flags: ForbiddenFlags | None = None
+    metrics_port: int | None = _defaults.METRICS_PORT
+    metrics_host: str = _defaults.METRICS_HOST
 
     def check(self) -> None:
         if self.concurrency < 1:
@@ -129,3 +136,8 @@ class ResolvedOptions:
                     f"two cron items have the identifier {item.identifier!r}; give one of them another identifier="
                 )
             seen.add(item.identifier)
+        if self.metrics_port is not None and (isinstance(self.metrics_port, bool) or not isinstance(
+                self.metrics_port, int) or not 0 <= self.metrics_port <= 65535):
+            raise ConfigurationError(f"metrics_port must be a port number from 0 to 65535, got {self.metrics_port!r}")
+        if not isinstance(self.metrics_host, str) or not self.metrics_host.strip():
+            raise ConfigurationError(f"metrics_host must be a host name or address, got {self.metrics_host!r}")

@@ -14,6 +14,7 @@ import psycopg.errors
 from psycopg_pool import PoolTimeout
 
 from ._masking import mask_password
+from ._observer import NO_OBSERVER, Observer
 
 
 def first_line(exc: BaseException) -> str:
@@ -53,9 +54,10 @@ class OutageLog:
     #: Seconds between two lines about the same kind of trouble, outages aside.
     REPEAT_AFTER_S = 60.0
 
-    def __init__(self, logger: logging.Logger, pool_size: int | None = None) -> None:
+    def __init__(self, logger: logging.Logger, pool_size: int | None = None, observer: Observer = NO_OBSERVER) -> None:
         self._logger = logger
         self._pool_size = pool_size
+        self._observer = observer
         self._since: float | None = None
         self._last_said: dict[str, float] = {}
 
@@ -66,6 +68,7 @@ class OutageLog:
             if self._since is None:
                 self._since = now
                 self._logger.warning(line)
+                self._observer.outage_began()
             return
         last = self._last_said.get(kind)
         if last is None or now - last >= self.REPEAT_AFTER_S:
@@ -76,6 +79,7 @@ class OutageLog:
         if self._since is not None:
             self._logger.warning("connection to PostgreSQL restored after %.1fs", time.monotonic() - self._since)
             self._since = None
+            self._observer.outage_ended()
 
 
 class Backoff:

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from . import _connections, _defaults
 from ._cron_scheduler import CronScheduler
 from ._job import Unpack
+from ._observer import NO_OBSERVER
 from ._options import ResolvedOptions, RunOptions
 from ._outages import Backoff
 from ._schema import held_by, schema_named, v0_18
@@ -29,6 +30,9 @@ from ._worker import WorkerConfig
 from ._worker_pool import Runner
 from .errors import ConfigurationError, ConnectionFailed
 from .tasks import Task, a_type_name, load_task_directory
+
+if TYPE_CHECKING:
+    from ._probes import MetricsServer
 
 log = logging.getLogger("kongtask.runner")
 
@@ -117,6 +121,23 @@ async def start(options: ResolvedOptions, *, once: bool) -> Runner:
     schema_named(options.schema)  # a schema name PostgreSQL cannot hold fails before any connection
     tasks = _resolve_tasks(options.task_directory, options.task_list)
     conninfo = resolve_connection_string(options.pool, options.connection_string)
+    server = None
+    if options.metrics_port is not None:
+        from ._probes import MetricsServer  # prometheus_client, only when metrics are on
+
+        # Before any connection: a port in use fails at once, and /healthz answers while we wait.
+        server = MetricsServer.start(options.metrics_host, options.metrics_port)
+    try:
+        return await _start_pool(options, tasks, conninfo, once=once, server=server)
+    except BaseException:
+        if server is not None:
+            await server.close()
+        raise
+
+
+async def _start_pool(
+    options: ResolvedOptions, tasks: dict[str, Task], conninfo: str | None, *, once: bool, server: MetricsServer | None
+) -> Runner:
     pool = options.pool
     if pool is None:
         assert conninfo is not None
@@ -158,8 +179,9 @@ async def start(options: ResolvedOptions, *, once: bool) -> Runner:
             task_timeout=options.task_timeout,
             batch_size=options.batch_size,
             forbidden_flags=options.forbidden_flags,
+            observer=NO_OBSERVER if server is None else server.metrics,
         )
-        return Runner(
+        runner = Runner(
             config,
             pool,
             concurrency=options.concurrency,
@@ -170,6 +192,9 @@ async def start(options: ResolvedOptions, *, once: bool) -> Runner:
             handle_signals=options.handle_signals,
             cron=cron,
         )
+        if server is not None:
+            server.watch(runner, pool, database, concurrency=options.concurrency, task_names=config.task_names)
+        return runner
     except BaseException:
         if options.pool is None:
             await pool.close()

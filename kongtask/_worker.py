@@ -26,6 +26,7 @@ from typing import Any
 from ._checkouts import Checkouts
 from ._helpers import Helpers, SyncHelpers
 from ._job import Job
+from ._observer import NO_OBSERVER, Observer
 from ._options import ForbiddenFlags
 from ._resources import SharedResources
 from ._schema import DatabaseSchema, jobs
@@ -74,6 +75,8 @@ class WorkerConfig:
     forbidden_flags: ForbiddenFlags | None = None
     #: Set up tolerant payload decoding on each fetch (a caller's pool) rather than per connection.
     decode_per_statement: bool = False
+    #: Told of every job's start and end (the metrics); does nothing by default.
+    observer: Observer = NO_OBSERVER
     task_names: list[str] = field(init=False)
     async_tasks: frozenset[str] = field(init=False)
 
@@ -362,6 +365,7 @@ class Worker:
         """Runs the job's task and logs how it went; returns None for a success, else the error
         message its release records, and what its payload becomes (None: as it is)."""
         self.current_job = job
+        self._config.observer.job_started(job)
         start = time.perf_counter()
         if self._abort_reason is not None:
             # Handed over while a forced stop was under way: give it back for a retry.
@@ -370,6 +374,7 @@ class Worker:
             error = await self._run_task(job)
         self.current_job = None
         duration_ms = (time.perf_counter() - start) * 1000
+        self._config.observer.job_finished(job, duration_ms / 1000, error is not None)
         if error is None:
             if self._config.log_success:
                 log.info("Completed task %s (%s) with success (%.2fms)", job.id, job.task_identifier, duration_ms,

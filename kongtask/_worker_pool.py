@@ -102,7 +102,7 @@ class Runner:
         self._handle_signals = handle_signals
         self._loop = asyncio.get_running_loop()
         self._resources = SharedResources(pool, config.schema, self._loop, concurrency)
-        self._outage = OutageLog(log, pool_size=pool.max_size)
+        self._outage = OutageLog(log, pool_size=pool.max_size, observer=config.observer)
         self._checkouts = Checkouts(
             self, self._resources, config.database, lock_id=make_worker_id(), task_names=config.task_names,
             job_expiry_s=config.job_expiry.total_seconds(), batch_size=config.batch_size, once=once,
@@ -264,6 +264,7 @@ class Runner:
                     self._loop.remove_signal_handler(sig)
                 _release_signals()
             await asyncio.to_thread(self._resources.close_sync_pool)
+            await self._config.observer.stopped()
             if self._owns_pool:
                 await self._pool.close()
 

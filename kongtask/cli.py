@@ -252,6 +252,11 @@ def worker(ctx: click.Context, /, **params: Any) -> None:
     settings = _settings(ctx, WORKER, params)
     if settings.watch and settings.once:
         raise click.UsageError("--watch and --once cannot be used together: --watch keeps running", ctx)
+    if settings.watch and settings.metrics_port is not None:
+        raise click.UsageError(
+            f"--watch and a metrics port ({settings.sources.get('metrics_port', '--metrics-port')}) cannot be used "
+            "together: --watch starts each new worker beside the old one, and two cannot listen on one port; "
+            "serve metrics from a worker without --watch", ctx)
     if settings.watch and supervisor_pid() is None:
         ctx.exit(_supervise(ctx, settings))
     if supervisor_pid() is not None:

@@ -361,6 +361,17 @@ class Settings:
         passes_as="forbidden_flags",
         help="Leave jobs carrying any of these flags (comma-separated) to other workers. Needs the 0.18 schema.",
     )
+    metrics_port: int | None = option(
+        _defaults.METRICS_PORT, metavar="PORT", commands=(WORKER,), parse=_whole_number(0, 65535), shown_default="off",
+        passes_as="metrics_port",
+        help="Serve Prometheus metrics (/metrics) and health probes (/healthz, /readyz) on this port "
+        "while the worker runs; 0 picks a free port.",
+    )
+    metrics_host: str = option(
+        _defaults.METRICS_HOST, metavar="ADDRESS", commands=(WORKER,), parse=_text, passes_as="metrics_host",
+        help="The address the metrics server listens on: 127.0.0.1 is this machine only; in a container, "
+        "0.0.0.0 lets Prometheus and Kubernetes' probes reach it.",
+    )
     queue: str | None = option(
         None, metavar="NAME", commands=(ADD_JOB,), parse=_name, shown_default="a queue of its own",
         passes_as="queue_name",

@@ -62,6 +62,8 @@ class DatabaseSchema(Protocol):
     return_stray_checkouts: str
     due_jobs_without_task: str
     heartbeat: str
+    # metrics
+    job_gauges: str
     # admin
     list_jobs: str
     unlock_worker: str

@@ -91,6 +91,8 @@ class SchemaV0_1:
     return_stray_checkouts: str
     due_jobs_without_task: str
     heartbeat: str
+    # metrics
+    job_gauges: str
     # admin
     list_jobs: str
     unlock_worker: str

@@ -46,6 +46,8 @@ class SchemaV0_18:
     heartbeat: str
     expire_locks: str
     due_jobs_without_task: str
+    # metrics
+    job_gauges: str
     # admin
     list_jobs: str
     unlock_worker: str

@@ -173,6 +173,22 @@ inner join {schema}._private_tasks as t on t.id = j.task_id
 where j.is_available and j.run_at <= now() and t.identifier <> all(%s::text[])
 group by t.identifier order by count(*) desc, t.identifier limit 10
 
+-- name: job_gauges
+-- The metrics' kongtask_jobs gauge, as in v0_1.sql: every job counted once, by task and state:
+-- dead (attempts used up), locked (the job is locked, or waits behind a running job of its named
+-- queue, as v0.1.0's locked queue means), due, or scheduled (run_at ahead). One pass over the
+-- private jobs table, joined to the task names and the named queues (few, beside the jobs).
+select t.identifier as task_identifier,
+  case when j.attempts >= j.max_attempts then 'dead'
+       when j.locked_by is not null or q.locked_by is not null then 'locked'
+       when j.run_at <= now() then 'due'
+       else 'scheduled' end as state,
+  count(*) as count
+from {schema}._private_jobs as j
+inner join {schema}._private_tasks as t on t.id = j.task_id
+left join {schema}._private_job_queues as q on q.id = j.job_queue_id
+group by 1, 2
+
 -- ===== NOTIFY wake-ups =====
 
 -- name: listen
