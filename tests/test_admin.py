@@ -1,8 +1,11 @@
-"""Admin functions for stuck and failed jobs, on the plain v0.1.0 tables."""
+"""Admin functions for stuck and failed jobs: on the plain v0.1.0 tables, and on graphile-worker
+0.18's schema through its SQL admin functions (upstream's own tests of those are ported in
+tests/test_conformance_0_18_features.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -10,9 +13,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+import kongtask
 from kongtask import admin
 from kongtask._schema import jobs
-from kongtask.errors import ConfigurationError
+from kongtask.errors import ConfigurationError, SchemaTooOld
+from tests.support import query_rows
 
 S = "graphile_worker"
 
@@ -141,3 +146,159 @@ def test_list_jobs_by_task_queue_and_unknown_task(migrated_url: str) -> None:
     assert listed("unknown-task", known_tasks=["mail", "ghost"]) == []
     with pytest.raises(ConfigurationError, match="known_tasks"):
         listed("unknown-task")
+
+
+# --- complete, fail, reschedule and unlock many jobs, on either schema ------------------------------
+
+BOTH = pytest.mark.parametrize("schema_url", ["migrated_url", "modern_url"])
+DEAD_WORKER = "worker-dead-000000"
+
+
+def _url(request: pytest.FixtureRequest, fixture: str) -> str:
+    return request.getfixturevalue(fixture)  # type: ignore[no-any-return]
+
+
+def _run_sql(url: str, statement: str, params: Any = None) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement, params)
+
+
+def _hold(url: str, job_id: int, worker_id: str = DEAD_WORKER, ago: str = "0 seconds") -> None:
+    """Marks the job as running under ``worker_id`` (locked ``ago``), as a worker that took it would."""
+    modern = query_rows(url, "select to_regclass('graphile_worker._private_jobs') is not null")[0][0]
+    if modern:
+        _run_sql(url, "update graphile_worker._private_jobs set locked_by = %s, locked_at = now() - %s::interval"
+                      " where id = %s", (worker_id, ago, job_id))
+        _run_sql(url, "update graphile_worker._private_job_queues as q"
+                      " set locked_by = %s, locked_at = now() - %s::interval"
+                      " from graphile_worker._private_jobs as j where j.job_queue_id = q.id and j.id = %s",
+                 (worker_id, ago, job_id))
+    else:
+        _run_sql(url, "update graphile_worker.job_queues as q set locked_by = %s, locked_at = now() - %s::interval"
+                      " from graphile_worker.jobs as j where j.queue_name = q.queue_name and j.id = %s",
+                 (worker_id, ago, job_id))
+
+
+def _add(url: str, *tasks: str, **options: Any) -> list[int]:
+    return [kongtask.add_job_sync(task, {"task": task}, connection_string=url, **options).id for task in tasks]
+
+
+@BOTH
+def test_complete_jobs_deletes_the_waiting_ones_and_names_those_running_or_missing(
+    request: pytest.FixtureRequest, schema_url: str
+) -> None:
+    url = _url(request, schema_url)
+    waiting, running, stale, other = _add(url, "waiting", "running", "stale", "other")
+    _hold(url, running)
+    _hold(url, stale, ago="5 hours")  # a lock older than 4 hours does not count, as upstream counts
+    gone = other + 1000
+
+    changed = asyncio.run(admin.complete_jobs([running, gone, stale, waiting, waiting], connection_string=url))
+
+    assert [(job.id, job.task_identifier, job.payload) for job in changed.jobs] == [
+        (waiting, "waiting", {"task": "waiting"}), (stale, "stale", {"task": "stale"})]
+    assert (changed.running, changed.missing) == ([running], [gone])
+    assert sorted(row.id for row in asyncio.run(admin.list_jobs(connection_string=url))) == [running, other]
+
+
+@BOTH
+def test_permanently_fail_jobs_uses_up_their_attempts_with_the_reason(
+    request: pytest.FixtureRequest, schema_url: str
+) -> None:
+    url = _url(request, schema_url)
+    first, second, running = _add(url, "first", "second", "running")
+    _hold(url, running)
+
+    failed = asyncio.run(admin.permanently_fail_jobs([first, running], "customer left", connection_string=url))
+    assert [(job.id, job.attempts, job.max_attempts, job.last_error) for job in failed.jobs] == [
+        (first, 25, 25, "customer left")]
+    assert (failed.running, failed.missing) == ([running], [])
+    default = asyncio.run(admin.permanently_fail_jobs([second], connection_string=url))
+    assert [job.last_error for job in default.jobs] == ["Manually marked as failed"]
+    dead = asyncio.run(admin.list_jobs("dead", connection_string=url))
+    assert sorted(job.id for job in dead) == [first, second]
+
+
+@BOTH
+def test_reschedule_jobs_changes_only_what_is_given(request: pytest.FixtureRequest, schema_url: str) -> None:
+    url = _url(request, schema_url)
+    first, second, running = _add(url, "first", "second", "running", max_attempts=3)
+    _hold(url, running)
+    table = "graphile_worker._private_jobs" if schema_url == "modern_url" else "graphile_worker.jobs"
+    _run_sql(url, f"update {table} set attempts = 3, last_error = 'boom' where id = %s", (first,))
+    later = datetime(2031, 1, 1, tzinfo=timezone.utc)
+
+    moved = asyncio.run(admin.reschedule_jobs(
+        [first, second, running], run_at=later, attempts=0, connection_string=url))
+    assert [(j.id, j.run_at, j.attempts, j.max_attempts, j.priority, j.last_error) for j in moved.jobs] == [
+        (first, later, 0, 3, 0, "boom"), (second, later, 0, 3, 0, None)]
+    assert moved.running == [running]
+    ahead = asyncio.run(admin.reschedule_jobs([second], priority=-7, max_attempts=9, connection_string=url))
+    assert [(job.run_at, job.priority, job.max_attempts) for job in ahead.jobs] == [(later, -7, 9)]
+
+
+def test_on_v0_1_every_job_of_a_locked_queue_counts_as_running(migrated_url: str) -> None:
+    """v0.1.0 locks queues, not jobs: the jobs waiting behind a running one in its named queue are
+    left alone too, and go once the queue is unlocked."""
+    ahead, behind = _add(migrated_url, "ahead", "behind", queue_name="serial")
+    _hold(migrated_url, ahead)
+    left = asyncio.run(admin.complete_jobs([ahead, behind], connection_string=migrated_url))
+    assert (left.jobs, left.running, left.missing) == ([], [ahead, behind], [])
+    [unlocked] = asyncio.run(admin.force_unlock_workers([DEAD_WORKER], connection_string=migrated_url))
+    assert unlocked == admin.Unlocked(DEAD_WORKER, [], ["serial"])
+    done = asyncio.run(admin.complete_jobs([ahead, behind], connection_string=migrated_url))
+    assert [job.id for job in done.jobs] == [ahead, behind]
+
+
+@BOTH
+def test_force_unlock_workers_releases_what_those_workers_hold_and_nothing_else(
+    request: pytest.FixtureRequest, schema_url: str
+) -> None:
+    url = _url(request, schema_url)
+    mine, also_mine, theirs = _add(url, "a", "b", "c")
+    _hold(url, mine)
+    _hold(url, also_mine)
+    _hold(url, theirs, worker_id="worker-alive-00000")
+
+    unlocked = asyncio.run(admin.force_unlock_workers([DEAD_WORKER, "worker-nobody"], connection_string=url))
+
+    modern = schema_url == "modern_url"
+    assert [(u.worker_id, u.job_ids) for u in unlocked] == [
+        (DEAD_WORKER, [mine, also_mine] if modern else []), ("worker-nobody", [])]
+    # On 0.18 these jobs have no queue; on v0.1.0 each has one of its own, which held the lock.
+    assert len(unlocked[0].queue_names) == (0 if modern else 2) and unlocked[1].queue_names == []
+    locked = asyncio.run(admin.list_jobs("locked", connection_string=url))
+    assert [(job.id, job.locked_by) for job in locked] == [(theirs, "worker-alive-00000")]
+
+
+def test_list_jobs_by_flag_needs_the_0_18_schema(modern_url: str, migrated_url: str) -> None:
+    slow, both = (kongtask.add_job_sync("t", flags=flags, job_key=key, connection_string=modern_url).id
+                  for flags, key in ((["slow"], None), (["slow", "api"], "k")))
+    _add(modern_url, "plain")
+    listed = asyncio.run(admin.list_jobs(flag="slow", connection_string=modern_url))
+    assert [(job.id, job.flags, job.key) for job in listed] == [
+        (slow, {"slow": True}, None), (both, {"slow": True, "api": True}, "k")]
+    assert [job.id for job in asyncio.run(admin.list_jobs(flag="api", connection_string=modern_url))] == [both]
+    with pytest.raises(SchemaTooOld, match=r"^listing jobs by flag needs graphile-worker's 0\.18 schema"):
+        asyncio.run(admin.list_jobs(flag="slow", connection_string=migrated_url))
+
+
+NOWHERE = "postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=1"
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: admin.complete_jobs([1, 0], connection_string=NOWHERE), "a job id is a whole number from 1"),
+    (lambda: admin.complete_jobs(7, connection_string=NOWHERE), "job_ids must be a list"),  # type: ignore[arg-type]
+    (lambda: admin.complete_jobs([True], connection_string=NOWHERE), "a job id is a whole number"),
+    (lambda: admin.permanently_fail_jobs([1], "a\x00b", connection_string=NOWHERE), "NUL"),
+    (lambda: admin.reschedule_jobs([1], connection_string=NOWHERE), "give run_at, priority, attempts or max_attempts"),
+    (lambda: admin.reschedule_jobs([1], run_at=datetime(2030, 1, 1), connection_string=NOWHERE), "no time zone"),
+    (lambda: admin.reschedule_jobs([1], priority=40000, connection_string=NOWHERE), "priority must be a whole number"),
+    (lambda: admin.reschedule_jobs([1], attempts=-1, connection_string=NOWHERE), "attempts must be a whole number"),
+    (lambda: admin.reschedule_jobs([1], max_attempts=0, connection_string=NOWHERE), "max_attempts must be"),
+    (lambda: admin.force_unlock_workers("worker-x", connection_string=NOWHERE), "worker_ids must be a list"),
+    (lambda: admin.force_unlock_workers([""], connection_string=NOWHERE), "a worker id is a non-empty string"),
+])
+def test_admin_arguments_are_checked_before_any_connection(call: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        asyncio.run(call())

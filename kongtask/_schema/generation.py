@@ -66,10 +66,12 @@ class DatabaseSchema(Protocol):
     job_gauges: str
     # admin
     list_jobs: str
-    unlock_worker: str
+    force_unlock_workers: str
+    complete_jobs: str
+    permanently_fail_jobs: str
+    reschedule_jobs: str
+    present_jobs: str
     retry_job: str
-    reschedule_job: str
-    delete_job: str
     # NOTIFY wake-ups: new jobs, and migrations run by other processes
     listen: str
 

@@ -155,11 +155,16 @@ left join (select queue_name from {schema}.job_queues where locked_by is not nul
 group by 1, 2
 
 -- ===== admin: plain SQL on the v0.1.0 tables, no schema of their own =====
+-- v0.1.0 locks a job's queue, not the job: a job counts as running while its queue is locked, and
+-- a lock counts for 4 hours, as in upstream 0.18's admin functions. complete_jobs,
+-- permanently_fail_jobs and reschedule_jobs leave such jobs alone (in a named queue, the jobs
+-- waiting behind the running one too), as those functions leave a locked job alone.
 
 -- name: list_jobs
 -- run_at also as the server's text: it may hold a time Python cannot (infinity, BC, 10000).
+-- v0.1.0 jobs have no key and no flags.
 select j.id, j.task_identifier, j.queue_name, j.priority, j.run_at, j.run_at::text as run_at_text,
-  j.attempts, j.max_attempts, j.last_error, q.locked_by, q.locked_at
+  j.attempts, j.max_attempts, j.last_error, q.locked_by, q.locked_at, null::text as key, null::jsonb as flags
 from {schema}.jobs j left join {schema}.job_queues q on q.queue_name = j.queue_name
 where (%(state)s = 'all'
   or (%(state)s = 'locked' and q.locked_by is not null)
@@ -170,21 +175,58 @@ and (%(task)s::text is null or j.task_identifier = %(task)s)
 and (%(queue)s::text is null or j.queue_name = %(queue)s)
 order by j.priority, j.run_at, j.id limit %(limit)s
 
--- name: unlock_worker
-update {schema}.job_queues set locked_by = null, locked_at = null
-where locked_by = %(worker_id)s returning queue_name
+-- name: force_unlock_workers
+-- Releases the queues these workers hold. Each row: a worker id, the jobs it held (none: v0.1.0
+-- locks queues only), the names of its queues.
+with freed as (
+  update {schema}.job_queues as q set locked_by = null, locked_at = null
+  from (select queue_name, locked_by from {schema}.job_queues
+        where locked_by = any(%(worker_ids)s::text[]) for update) as held
+  where q.queue_name = held.queue_name
+  returning held.locked_by, q.queue_name
+)
+select w.worker_id, array[]::bigint[],
+  array(select queue_name from freed where locked_by = w.worker_id order by queue_name)
+from unnest(%(worker_ids)s::text[]) with ordinality as w(worker_id, n)
+order by w.n
+
+-- name: complete_jobs
+-- Deletes the jobs (the triggers count their queues down and drop an emptied one).
+delete from {schema}.jobs as j
+where j.id = any(%(job_ids)s::bigint[])
+  and not exists (select 1 from {schema}.job_queues as q
+                  where q.queue_name = j.queue_name and q.locked_at >= now() - interval '4 hours')
+returning *
+
+-- name: permanently_fail_jobs
+-- Out of attempts: never retried unless rescheduled with more.
+update {schema}.jobs as j
+set last_error = coalesce(%(reason)s::text, 'Manually marked as failed'), attempts = j.max_attempts,
+  updated_at = now()
+where j.id = any(%(job_ids)s::bigint[])
+  and not exists (select 1 from {schema}.job_queues as q
+                  where q.queue_name = j.queue_name and q.locked_at >= now() - interval '4 hours')
+returning *
+
+-- name: reschedule_jobs
+-- Each NULL keeps the job's own value.
+update {schema}.jobs as j
+set run_at = coalesce(%(run_at)s::timestamptz, j.run_at), priority = coalesce(%(priority)s::int, j.priority),
+  attempts = coalesce(%(attempts)s::int, j.attempts), max_attempts = coalesce(%(max_attempts)s::int, j.max_attempts),
+  updated_at = now()
+where j.id = any(%(job_ids)s::bigint[])
+  and not exists (select 1 from {schema}.job_queues as q
+                  where q.queue_name = j.queue_name and q.locked_at >= now() - interval '4 hours')
+returning *
+
+-- name: present_jobs
+-- Which of these ids are jobs: after an admin call, those it left alone (a worker held them).
+select id from {schema}.jobs where id = any(%(job_ids)s::bigint[]) order by id
 
 -- name: retry_job
 -- One more attempt, now; attempts keeps its history.
 update {schema}.jobs set run_at = now(), max_attempts = greatest(max_attempts, attempts + 1)
 where id = %(job_id)s returning *
-
--- name: reschedule_job
-update {schema}.jobs set run_at = coalesce(%(run_at)s, run_at), priority = coalesce(%(priority)s, priority)
-where id = %(job_id)s returning *
-
--- name: delete_job
-delete from {schema}.jobs where id = %(job_id)s returning *
 
 -- ===== NOTIFY wake-ups =====
 

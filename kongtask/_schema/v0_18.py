@@ -50,10 +50,12 @@ class SchemaV0_18:
     job_gauges: str
     # admin
     list_jobs: str
-    unlock_worker: str
+    force_unlock_workers: str
+    complete_jobs: str
+    permanently_fail_jobs: str
+    reschedule_jobs: str
+    present_jobs: str
     retry_job: str
-    reschedule_job: str
-    delete_job: str
     # NOTIFY wake-ups
     listen: str
     # adding and removing jobs

@@ -196,12 +196,14 @@ group by 1, 2
 listen {channel}; listen "worker:migrate"
 
 -- ===== admin: through upstream's SQL admin functions, which skip running jobs =====
+-- complete_jobs, permanently_fail_jobs and reschedule_jobs leave a locked job alone (one locked
+-- less than 4 hours ago); force_unlock_workers unlocks whatever the given pools hold.
 
 -- name: list_jobs
 -- From the public jobs view (no payload). run_at also as the server's text: it may hold a time
 -- Python cannot (infinity, BC, 10000).
 select j.id, j.task_identifier, j.queue_name, j.priority, j.run_at, j.run_at::text as run_at_text,
-  j.attempts, j.max_attempts, j.last_error, j.locked_by, j.locked_at
+  j.attempts, j.max_attempts, j.last_error, j.locked_by, j.locked_at, j.key, j.flags
 from {schema}.jobs as j
 where (%(state)s = 'all'
   or (%(state)s = 'locked' and j.locked_by is not null)
@@ -210,16 +212,60 @@ where (%(state)s = 'all'
   or (%(state)s = 'unknown-task' and j.task_identifier <> all(%(known_tasks)s::text[])))
 and (%(task)s::text is null or j.task_identifier = %(task)s)
 and (%(queue)s::text is null or j.queue_name = %(queue)s)
+and (%(flag)s::text is null or j.flags ? %(flag)s::text)
 order by j.priority, j.run_at, j.id limit %(limit)s
 
--- name: unlock_worker
--- force_unlock_workers unlocks every job and queue the worker (pool) locks; the names of its
--- queues are read in this statement's snapshot, before the function runs.
-with held as materialized (
-  select queue_name from {schema}._private_job_queues where locked_by = %(worker_id)s
+-- name: force_unlock_workers
+-- Each row: a worker (pool) id, the jobs and the queues it held. What it held is read in this
+-- statement's snapshot, which the function's own updates do not change.
+with held_jobs as materialized (
+  select locked_by, id from {schema}._private_jobs where locked_by = any(%(worker_ids)s::text[])
+),
+held_queues as materialized (
+  select locked_by, queue_name from {schema}._private_job_queues where locked_by = any(%(worker_ids)s::text[])
+),
+freed as materialized (select {schema}.force_unlock_workers(%(worker_ids)s::text[]))
+select w.worker_id,
+  array(select id from held_jobs where locked_by = w.worker_id order by id),
+  array(select queue_name from held_queues where locked_by = w.worker_id order by queue_name)
+from unnest(%(worker_ids)s::text[]) with ordinality as w(worker_id, n), freed
+order by w.n
+
+-- name: complete_jobs
+-- Deletes the jobs. Rows come back in kongtask's Job order, the task and queue named.
+with done as materialized (select * from {schema}.complete_jobs(%(job_ids)s::bigint[]))
+select j.id, q.queue_name, t.identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
+  j.last_error, j.created_at, j.updated_at, j.key, j.revision, j.flags
+from done as j
+inner join {schema}._private_tasks as t on t.id = j.task_id
+left join {schema}._private_job_queues as q on q.id = j.job_queue_id
+
+-- name: permanently_fail_jobs
+-- Out of attempts, with the reason as last_error (the function's own text when it is NULL).
+with done as materialized (
+  select * from {schema}.permanently_fail_jobs(%(job_ids)s::bigint[], %(reason)s::text)
 )
-select unnest(array(select queue_name from held order by queue_name))
-from (select {schema}.force_unlock_workers(array[%(worker_id)s]::text[])) as freed
+select j.id, q.queue_name, t.identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
+  j.last_error, j.created_at, j.updated_at, j.key, j.revision, j.flags
+from done as j
+inner join {schema}._private_tasks as t on t.id = j.task_id
+left join {schema}._private_job_queues as q on q.id = j.job_queue_id
+
+-- name: reschedule_jobs
+-- Each NULL keeps the job's own value.
+with done as materialized (
+  select * from {schema}.reschedule_jobs(%(job_ids)s::bigint[], run_at => %(run_at)s::timestamptz,
+    priority => %(priority)s::int, attempts => %(attempts)s::int, max_attempts => %(max_attempts)s::int)
+)
+select j.id, q.queue_name, t.identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
+  j.last_error, j.created_at, j.updated_at, j.key, j.revision, j.flags
+from done as j
+inner join {schema}._private_tasks as t on t.id = j.task_id
+left join {schema}._private_job_queues as q on q.id = j.job_queue_id
+
+-- name: present_jobs
+-- Which of these ids are jobs: after an admin call, those it left alone (a worker held them).
+select id from {schema}._private_jobs where id = any(%(job_ids)s::bigint[]) order by id
 
 -- name: retry_job
 -- One more attempt, now; attempts keeps its history. A running job is left alone.
@@ -234,26 +280,6 @@ changed as materialized (
 select j.id, q.queue_name, t.identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
   j.last_error, j.created_at, j.updated_at, j.key, j.revision, j.flags
 from changed as j
-inner join {schema}._private_tasks as t on t.id = j.task_id
-left join {schema}._private_job_queues as q on q.id = j.job_queue_id
-
--- name: reschedule_job
-with changed as materialized (
-  select * from {schema}.reschedule_jobs(array[%(job_id)s]::bigint[], run_at => %(run_at)s,
-    priority => %(priority)s)
-)
-select j.id, q.queue_name, t.identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
-  j.last_error, j.created_at, j.updated_at, j.key, j.revision, j.flags
-from changed as j
-inner join {schema}._private_tasks as t on t.id = j.task_id
-left join {schema}._private_job_queues as q on q.id = j.job_queue_id
-
--- name: delete_job
--- complete_jobs deletes the job (a running one is left alone) and unlocks its queue.
-with removed as materialized (select * from {schema}.complete_jobs(array[%(job_id)s]::bigint[]))
-select j.id, q.queue_name, t.identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
-  j.last_error, j.created_at, j.updated_at, j.key, j.revision, j.flags
-from removed as j
 inner join {schema}._private_tasks as t on t.id = j.task_id
 left join {schema}._private_job_queues as q on q.id = j.job_queue_id
 
