@@ -563,9 +563,20 @@ def migrate(ctx: click.Context, /, **params: Any) -> None:
 
 @cli.group()
 def jobs() -> None:
-    """Look after stuck and failed jobs: list, unlock, retry, reschedule, delete.
+    """Look after jobs: list them; complete, fail, reschedule or retry them; unlock a dead worker's.
 
-    These work on any graphile-worker v0.1.0 database, whoever migrated it.
+    \b
+      kongtask jobs list --state dead                   jobs whose attempts are used up
+      kongtask jobs list --task send_email --flag slow  filter by task, queue, state, flag
+      kongtask jobs reschedule 12 13 --run-at 2030-01-31T09:00:00Z --attempts 0
+      kongtask jobs fail 12 --reason "customer left"    never run it again
+      kongtask jobs complete 12 13                      done, without running them
+      kongtask jobs unlock worker-1a2b3c...             a dead worker's jobs run again now
+
+    On graphile-worker 0.18's schema these call its SQL admin functions (complete_jobs,
+    permanently_fail_jobs, reschedule_jobs, force_unlock_workers); on v0.1.0's, plain SQL to the
+    same effect. complete, fail and reschedule leave a job that a worker is running alone and say so
+    (on v0.1.0, every job of a locked queue counts as running).
     """
 
 
@@ -589,13 +600,17 @@ def _call_admin(settings: Settings, function: str, *args: Any, **kwargs: Any) ->
               "unknown-task: no file for its task in the tasks folder (--tasks), so no worker of it runs them.")
 @click.option("--task", "task", metavar="NAME", help="Only the jobs of this task.")
 @click.option("--queue", "queue", metavar="NAME", help="Only the jobs in this queue.")
+@click.option("--flag", "flag", metavar="NAME",
+              help="Only the jobs carrying this flag (graphile-worker 0.18's schema; v0.1.0's jobs have none).")
 @click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="At most this many jobs.")
 @_with_options(JOBS)
 @click.pass_context
 def jobs_list(
-    ctx: click.Context, /, state: str, task: str | None, queue: str | None, limit: int, **params: Any
+    ctx: click.Context, /, state: str, task: str | None, queue: str | None, flag: str | None, limit: int,
+    **params: Any,
 ) -> None:
-    """List jobs, with their last error and the lock on their queue."""
+    """List jobs, smallest priority and earliest run_at first: one tab-separated line each, with the
+    lock on it (on v0.1.0, on its queue), its key and flags, and its last error."""
     settings = _settings(ctx, JOBS, params)
     known = None
     if state == "unknown-task":
@@ -605,31 +620,127 @@ def jobs_list(
                 "a folder here; run it in the project, or pass --tasks DIR", ctx,
             )
         known = _local_task_names(settings.tasks)
-    rows = _call_admin(settings, "list_jobs", state, limit=limit, task=task, queue=queue, known_tasks=known)
-    click.echo("id\ttask\tqueue\tpriority\trun_at\tattempts\tlocked_by\tlast_error")
+    rows = _call_admin(settings, "list_jobs", state, limit=limit, task=task, queue=queue, flag=flag,
+                       known_tasks=known)
+    click.echo("id\ttask\tqueue\tpriority\trun_at\tattempts\tlocked_by\tkey\tflags\tlast_error")
     for r in rows:
         error = (r.last_error or "").replace("\n", " ")[:200]
         run_at = r.run_at.isoformat() if r.run_at is not None else r.run_at_text
+        flags = ",".join(sorted(r.flags or ()))
         click.echo(
             f"{r.id}\t{r.task_identifier}\t{r.queue_name or ''}\t{r.priority}\t{run_at}\t"
-            f"{r.attempts}/{r.max_attempts}\t{r.locked_by or ''}\t{error}"
+            f"{r.attempts}/{r.max_attempts}\t{r.locked_by or ''}\t{r.key or ''}\t{flags}\t{error}"
         )
 
 
-@jobs.command("unlock")
-@click.argument("worker_id")
+def _report(changed: Any, given: tuple[int, ...], done: Callable[[kongtask.Job], str]) -> None:
+    """One line per job given, in that order; a non-zero exit when any was skipped."""
+    by_id = {job.id: job for job in changed.jobs}
+    for job_id in dict.fromkeys(given):
+        if job_id in by_id:
+            click.echo(f"job {job_id} {done(by_id[job_id])}")
+        elif job_id in changed.running:
+            click.echo(f"job {job_id} skipped: a worker is running it (see `kongtask jobs list --state locked`)")
+        else:
+            click.echo(f"job {job_id} skipped: no such job")
+    skipped = len(changed.running) + len(changed.missing)
+    if skipped:
+        raise KongtaskError(f"{skipped} of {len(by_id) + skipped} job(s) skipped, as listed above")
+
+
+_JOB_IDS = click.argument("job_ids", metavar="JOB_ID...", nargs=-1, required=True, type=click.IntRange(1))
+
+
+@jobs.command("complete")
+@_JOB_IDS
 @_with_options(JOBS)
 @click.pass_context
-def jobs_unlock(ctx: click.Context, /, worker_id: str, **params: Any) -> None:
-    """Release the queues WORKER_ID holds (a worker you know is dead), now rather than at the expiry."""
-    queues = _admin(ctx, params, "unlock_worker", worker_id)
-    click.echo(f"unlocked {len(queues)} queue(s)")
+def jobs_complete(ctx: click.Context, /, job_ids: tuple[int, ...], **params: Any) -> None:
+    """Mark jobs done without running them: they are deleted, as after a success.
+
+    A job that a worker is running is skipped, and so said; the exit is then 1.
+    """
+    _report(_admin(ctx, params, "complete_jobs", job_ids), job_ids, lambda job: "completed")
 
 
-def _job_or_fail(job: Any, job_id: int, done: str) -> None:
-    if job is None:
-        raise KongtaskError(f"no job {job_id}; see `kongtask jobs list`")
-    click.echo(f"job {job.id} {done}")
+@jobs.command("delete")
+@_JOB_IDS
+@_with_options(JOBS)
+@click.pass_context
+def jobs_delete(ctx: click.Context, /, job_ids: tuple[int, ...], **params: Any) -> None:
+    """Delete jobs (the same as `complete`): a job that a worker is running is skipped."""
+    _report(_admin(ctx, params, "complete_jobs", job_ids), job_ids, lambda job: "deleted")
+
+
+@jobs.command("fail")
+@_JOB_IDS
+@click.option("--reason", metavar="TEXT", help="Their last_error.  [default: Manually marked as failed]")
+@_with_options(JOBS)
+@click.pass_context
+def jobs_fail(ctx: click.Context, /, job_ids: tuple[int, ...], reason: str | None, **params: Any) -> None:
+    """Fail jobs for good: their attempts are used up and --reason becomes their last error.
+
+    They stay listed (`jobs list --state dead`) until you complete them, or reschedule them with
+    more attempts (`jobs reschedule ID --max-attempts N`). A job that a worker is running is skipped.
+    """
+    _report(_admin(ctx, params, "permanently_fail_jobs", job_ids, reason), job_ids,
+            lambda job: f"failed for good: {job.last_error}")
+
+
+@jobs.command("reschedule")
+@_JOB_IDS
+@click.option("--run-at", "run_at", metavar="TIME", help="New run_at, ISO 8601 (without an offset: local time).")
+@click.option("--priority", type=click.IntRange(-(2**15), 2**15 - 1), help="New priority: a smaller number runs first.")
+@click.option("--attempts", type=click.IntRange(0, 2**15 - 1),
+              help="New count of attempts made: 0 gives a job all its attempts again.")
+@click.option("--max-attempts", "max_attempts", type=click.IntRange(1, 2**15 - 1), help="New max_attempts.")
+@_with_options(JOBS)
+@click.pass_context
+def jobs_reschedule(
+    ctx: click.Context, /, job_ids: tuple[int, ...], run_at: str | None, priority: int | None,
+    attempts: int | None, max_attempts: int | None, **params: Any,
+) -> None:
+    """Change the run_at, priority, attempts or max_attempts of waiting jobs (what is given only).
+
+    \b
+      kongtask jobs reschedule 12 --run-at 2030-01-31T09:00:00Z   not before then
+      kongtask jobs reschedule 12 13 --priority -10               ahead of the others
+      kongtask jobs reschedule 12 --attempts 0 --run-at 2030-01-31T09:00:00Z   a dead job, afresh
+
+    A job that a worker is running is skipped, and so said. To run a job now with one more
+    attempt, `jobs retry` it.
+    """
+    when = None
+    if run_at is not None:
+        try:
+            when = config.parse_timestamp(run_at)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param_hint="--run-at") from None
+    if when is None and priority is None and attempts is None and max_attempts is None:
+        raise click.UsageError("give --run-at, --priority, --attempts or --max-attempts", ctx)
+    changed = _admin(ctx, params, "reschedule_jobs", job_ids, run_at=when, priority=priority, attempts=attempts,
+                     max_attempts=max_attempts)
+    _report(changed, job_ids, lambda job: (
+        f"runs at {job.run_at.isoformat()} with priority {job.priority}, attempts {job.attempts}/{job.max_attempts}"))
+
+
+@jobs.command("unlock")
+@click.argument("worker_ids", metavar="WORKER_ID...", nargs=-1, required=True)
+@_with_options(JOBS)
+@click.pass_context
+def jobs_unlock(ctx: click.Context, /, worker_ids: tuple[str, ...], **params: Any) -> None:
+    """Release the jobs and queues of workers you know are dead, so their jobs run again now rather
+    than when the lock expires (--job-expiry).
+
+    A WORKER_ID is the lock id a worker logs when it starts, and the locked_by column of
+    `kongtask jobs list --state locked`. Unlocking a worker that is alive lets its running jobs run
+    a second time elsewhere.
+    """
+    for unlocked in _admin(ctx, params, "force_unlock_workers", worker_ids):
+        held = [f"{len(unlocked.job_ids)} job(s) ({', '.join(map(str, unlocked.job_ids))})"] if unlocked.job_ids else []
+        if unlocked.queue_names:
+            held.append(f"{len(unlocked.queue_names)} queue(s) ({', '.join(unlocked.queue_names)})")
+        click.echo(f"{unlocked.worker_id}: " + (f"unlocked {' and '.join(held)}" if held else "held nothing"))
 
 
 @jobs.command("retry")
@@ -639,39 +750,9 @@ def _job_or_fail(job: Any, job_id: int, done: str) -> None:
 def jobs_retry(ctx: click.Context, /, job_id: int, **params: Any) -> None:
     """Make JOB_ID due now, with one more attempt (also a job whose attempts are used up)."""
     job = _admin(ctx, params, "retry_job", job_id)
-    _job_or_fail(job, job_id, "is due now")
-
-
-@jobs.command("reschedule")
-@click.argument("job_id", type=int)
-@click.option("--run-at", "run_at", metavar="TIME", help="New run_at, ISO 8601 (without an offset: local time).")
-@click.option("--priority", type=int, help="New priority: a smaller number runs first.")
-@_with_options(JOBS)
-@click.pass_context
-def jobs_reschedule(
-    ctx: click.Context, /, job_id: int, run_at: str | None, priority: int | None, **params: Any
-) -> None:
-    """Change a waiting job's run_at and/or priority."""
-    when = None
-    if run_at is not None:
-        try:
-            when = config.parse_timestamp(run_at)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), ctx, param_hint="--run-at") from None
-    if when is None and priority is None:
-        raise click.UsageError("give --run-at, --priority, or both", ctx)
-    job = _admin(ctx, params, "reschedule_job", job_id, run_at=when, priority=priority)
-    _job_or_fail(job, job_id, f"runs at {job.run_at.isoformat()} with priority {job.priority}" if job else "")
-
-
-@jobs.command("delete")
-@click.argument("job_id", type=int)
-@_with_options(JOBS)
-@click.pass_context
-def jobs_delete(ctx: click.Context, /, job_id: int, **params: Any) -> None:
-    """Delete JOB_ID."""
-    job = _admin(ctx, params, "delete_job", job_id)
-    _job_or_fail(job, job_id, "deleted")
+    if job is None:
+        raise KongtaskError(f"no job {job_id}, or a worker is running it; see `kongtask jobs list`")
+    click.echo(f"job {job.id} is due now")
 
 
 @cli.group()
