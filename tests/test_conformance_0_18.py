@@ -14,10 +14,10 @@ main.runTaskListOnce.test.ts
   ported: runs jobs; schedules errors for retry; retries job; supports future-scheduled jobs; runs jobs
   asynchronously; runs jobs in parallel; single worker runs jobs in series, purges all before exit;
   jobs added to the same queue will be ran serially (even if multiple workers).
-  left out (job keys, issue 14): allows update of pending jobs; schedules a new job if existing is
-  completed; schedules a new job if existing is being processed; schedules a new job if the existing
-  is pending retry; job details are reset if not specified in update; pending jobs can be removed;
-  jobs in progress cannot be removed.
+  ported in tests/test_conformance_0_18_features.py (job keys and remove_job): allows update of
+  pending jobs; schedules a new job if existing is completed; schedules a new job if existing is
+  being processed; schedules a new job if the existing is pending retry; job details are reset if
+  not specified in update; pending jobs can be removed; jobs in progress cannot be removed.
 
 main.runTaskList.test.ts
   ported: main will execute jobs as they come up, and exits cleanly (the SIGTERM listener count
@@ -57,18 +57,21 @@ resetLockedAt.test.ts
 workerUtils.addJob.test.ts
   ported: runs a job added through the worker utils (kongtask.add_job); runs a job added through the
   addJob shortcut function (kongtask.add_job_sync).
-  left out: supports the jobKey API; supports the jobKey API with jobKeyMode (job keys, issue 14);
-  adding job respects useNodeTime (kongtask always uses the database's clock).
+  ported in tests/test_conformance_0_18_features.py: supports the jobKey API; supports the jobKey
+  API with jobKeyMode.
+  left out: adding job respects useNodeTime (kongtask always uses the database's clock).
 
 workerUtils.addJobs.test.ts
   ported: runs a job added through the worker utils (kongtask.add_jobs); runs a job added through
   the addJob shortcut function (kongtask.add_jobs_sync); adding lots of jobs works.
-  left out: supports the jobKey API; supports the jobKey API with jobKeyMode (job keys, issue 14);
-  adding job respects useNodeTime (as above).
+  ported in tests/test_conformance_0_18_features.py: supports the jobKey API; supports the jobKey
+  API with jobKeyMode.
+  left out: adding job respects useNodeTime (as above).
 
-Not covered here, by the brief (issue 14, later): batchJobs, forbiddenFlags, cron, cron-timing,
-cronMatcher, crontab, workerUtils.cleanup / completeJobs / forceUnlockWorkers / permanentlyFailJobs /
-rescheduleJobs; nor, being about Node alone: events, getTasks, nodeTime, runner.helpers.getTaskName.
+Ported in tests/test_conformance_0_18_features.py: batchJobs, forbiddenFlags, workerUtils.completeJobs
+/ forceUnlockWorkers / permanentlyFailJobs / rescheduleJobs. Not ported (no such feature in kongtask
+yet): cron, cron-timing, cronMatcher, crontab, workerUtils.cleanup; nor, being about Node alone:
+events, getTasks, nodeTime, runner.helpers.getTaskName.
 
 The last section holds what the 0.18 contract says (shared/spec/graphile-worker-0.18.md) that no
 upstream test checks: the SQL add_job and add_jobs, the jobs:insert and worker:migrate notifications,
