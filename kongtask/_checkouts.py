@@ -410,6 +410,7 @@ class Checkouts:
             "worker_id": self.lock_id,
             "job_ids": [j.id for j in given],
             "updated_at": [j.updated_at for j in given],
+            "keys": [j.key for j in given],
             "channel": JOBS_INSERT_CHANNEL,
         }
         if await self._execute_until_done(self._queries.return_jobs, params, f"give back {len(given)} job(s)"):

@@ -115,7 +115,8 @@ def test_return_jobs_gives_back_the_attempt_unlocks_and_wakes_node_pools(modern_
         ids = [_add(conn, "t", queue="q"), _add(conn, "t")]
         _fetch(conn, 10)
         listener.execute('listen "jobs:insert"')
-        params = {"worker_id": POOL, "job_ids": ids, "updated_at": [None, None], "channel": "jobs:insert"}
+        params = {"worker_id": POOL, "job_ids": ids, "updated_at": [None, None], "keys": [None, None],
+                  "channel": "jobs:insert"}
         assert conn.execute(QUERIES.return_jobs, params).fetchone() == (2, 1)
         assert conn.execute(QUERIES.return_jobs, params).fetchone() == (0, 0)
         assert _locks(conn) == ([], [])
@@ -209,6 +210,57 @@ def test_buffered_jobs_are_given_back_at_once_on_a_graceful_stop(
     asyncio.run(scenario())
     assert len(ran) == 1
     assert query_rows(modern_url, "select attempts, locked_by from graphile_worker._private_jobs") == [(0, None)] * 4
+
+
+def test_a_buffered_job_removed_or_replaced_by_its_key_is_not_given_its_attempt_back(
+    modern_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job fetched into the buffer counts as running (it is locked), so remove_job, or adding a job
+    with its key, takes its key and its remaining attempts rather than deleting it. Given back unrun
+    (here by a stop), it must stay so: with its attempt back it would run after all, beside the job
+    that replaced it (a debounce that runs both) or though it was removed."""
+    monkeypatch.setattr(_checkouts.Checkouts, "_learn", lambda self, fetch_s: setattr(self, "_target", 4))
+    gate = asyncio.Event()
+    ran: list[int] = []
+
+    async def task(payload: Any, helpers: kongtask.Helpers) -> None:
+        ran.append(payload["n"])
+        await gate.wait()
+
+    def locked() -> int:
+        return int(query_rows(modern_url, "select count(*) from graphile_worker._private_jobs"
+                                          " where locked_by is not null")[0][0])
+
+    async def scenario() -> None:
+        target = {"connection_string": modern_url}
+        await kongtask.add_job("t", {"n": 0}, **target)
+        removed = await kongtask.add_job("t", {"n": 1}, job_key="removed", **target)
+        replaced = await kongtask.add_job("t", {"n": 2}, job_key="replaced", **target)
+        unchanged = await kongtask.add_job("t", {"n": 3}, job_key="unchanged", **target)
+        runner = await kongtask.run(task_list={"t": task}, batch_size=10, **target)
+        try:
+            await wait_until_async(lambda: locked() == 4 and ran, what="one job running and three buffered")
+            assert await kongtask.remove_job("removed", **target) is not None
+            await kongtask.add_job("t", {"n": 4}, job_key="replaced", **target)
+            await kongtask.add_job("t", {"n": 5}, job_key="unchanged", job_key_mode="unsafe_dedupe", **target)
+            stopping = asyncio.ensure_future(runner.stop())
+            await wait_until_async(lambda: locked() == 1, what="the buffered jobs to be given back")
+            gate.set()
+            await asyncio.wait_for(stopping, 10)
+        finally:
+            gate.set()
+            await runner.stop()
+        rows = query_rows(modern_url, "select id, key, attempts, max_attempts, locked_by"
+                                      " from graphile_worker._private_jobs where id = any(%s) order by id",
+                          ([removed.id, replaced.id, unchanged.id],))
+        # The two whose key was taken keep their attempts used up; the one only deduplicated gets
+        # its attempt back.
+        assert rows == [(removed.id, None, 25, 25, None), (replaced.id, None, 25, 25, None),
+                        (unchanged.id, "unchanged", 0, 25, None)]
+        await kongtask.run_once(task_list={"t": task}, **target)
+
+    asyncio.run(scenario())
+    assert sorted(ran) == [0, 3, 4]
 
 
 def _run_until_killed(url: str) -> None:

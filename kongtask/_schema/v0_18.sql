@@ -99,11 +99,17 @@ select (select count(*) from completed), (select count(*) from failed)
 -- Jobs checked out but never started (a stop, or a worker that has no use for them): their
 -- attempt back, job and queue unlocked, so any worker can take them at once, and told so on the
 -- channel that announces new jobs (%(channel)s), in upstream's form, which Node pools read.
--- Safe to repeat: a job is given back only while this pool still locks it.
+-- Safe to repeat: a job is given back only while this pool still locks it. A job that lost the key
+-- it was fetched with (%(keys)s) meanwhile was removed, or replaced by a job with its key: a locked
+-- job is not deleted but loses its key and its attempts (remove_job, add_job), and it keeps them
+-- lost, or it would run after all.
 with given_back as (
   update {schema}._private_jobs as j
-  set attempts = greatest(0, j.attempts - 1), locked_by = null, locked_at = null
-  where j.id = any(%(job_ids)s::bigint[]) and j.locked_by = %(worker_id)s
+  set attempts = case when r.key is not null and j.key is null then j.attempts
+    else greatest(0, j.attempts - 1) end,
+    locked_by = null, locked_at = null
+  from unnest(%(job_ids)s::bigint[], %(keys)s::text[]) as r(job_id, key)
+  where j.id = r.job_id and j.locked_by = %(worker_id)s
   returning j.job_queue_id
 ),
 unlocked as (
