@@ -2,13 +2,15 @@
 
 kongtask's worker runs on upstream's 0.17/0.18 schema (``kongtask migrate --to latest``); these
 tests put it beside Node 0.18 on one database: jobs added on either side run on the other, failures
-carry over both ways, either side upgrades a v0.1.0 database the other then works on, a kongtask
-worker stops saying why when Node upgrades the database under it, a mixed fleet drains one set
-of jobs with a named queue kept strictly serial across both, and both run one crontab, each minute's
-job added once.
+carry over both ways, a job key set on either side binds the other (replaced in place, in each
+mode), a worker on either side with a forbidden flag leaves those jobs to the other, either side
+upgrades a v0.1.0 database the other then works on, a kongtask worker stops saying why when Node
+upgrades the database under it, a mixed fleet drains one set of jobs with a named queue kept
+strictly serial across both, and both run one crontab, each minute's job added once.
 
 Node is driven as upstream's users drive it: the ``graphile-worker`` CLI with a ``tasks/`` folder,
-and ``makeWorkerUtils().addJob`` / ``addJobs`` from its library (``js/add_jobs_0_18.js``). The tasks
+``makeWorkerUtils().addJob`` / ``addJobs`` from its library (``js/add_jobs_0_18.js``), and, for
+forbidden flags, which 0.18 takes in library mode only, ``runOnce`` (``js/run_once_0_18.js``). The tasks
 of both languages write what they saw into tables in ``public``; every comparison happens here.
 """
 
@@ -370,6 +372,147 @@ def test_a_job_kongtask_failed_is_retried_by_graphile_worker_0_18_with_its_attem
     _node_run_once(node_env, latest_url, ["interop_flaky"], tmp_path / "node")
 
     assert _runs(latest_url) == [(job.id, "interop_flaky", "flaky", 2, "kongtask says no ✗", {"n": 1}, "node")]
+    assert count_rows(latest_url, "_private_jobs") == 0
+
+
+# --- job keys and flags: either side's key and flags bind the other -----------------------------------
+
+KEY = "interop ✓ key"
+
+
+def _add_with_node(node_env: NodeEnv, url: str, folder: Path, **spec: Any) -> dict[str, Any]:
+    """One utils.addJob call of Node 0.18 (``spec`` in its option names); what it returned."""
+    [added] = _node_add_jobs(node_env, url, [spec], "add_job", folder)
+    return added
+
+
+def _key_row(url: str) -> tuple[Any, ...]:
+    """The one job in the table: id, key, revision, payload, run_at, attempts."""
+    [row] = query_rows(url, "select id, key, revision, payload, run_at, attempts from graphile_worker._private_jobs")
+    return row
+
+
+def test_a_job_key_kongtask_set_binds_graphile_worker_0_18s_addJob_and_the_reverse_is_run_by_node(
+    node_env: NodeEnv, latest_url: str, tmp_path: Path
+) -> None:
+    """kongtask adds a job under a key; Node 0.18's addJob with the key replaces it (same id,
+    revision 1, Node's payload and run_at); kongtask's add_job in preserve_run_at mode replaces it
+    again, keeping Node's run_at; Node's worker then runs it once, with kongtask's last payload."""
+    create_results_table(latest_url)
+    now = database_now(latest_url).replace(microsecond=0)
+    first = kongtask.add_job_sync("interop_keyed", {"by": "kongtask", "n": 1}, job_key=KEY,
+                                  run_at=now + timedelta(days=1), connection_string=latest_url)
+    assert (first.key, first.revision) == (KEY, 0)
+
+    due = now - timedelta(minutes=1)
+    replaced = _add_with_node(node_env, latest_url, tmp_path / "node", identifier="interop_keyed",
+                              payload={"by": "node ✓", "n": 2}, jobKey=KEY, runAt=due.isoformat())
+    assert (int(replaced["id"]), replaced["revision"]) == (first.id, 1)
+    assert _key_row(latest_url) == (first.id, KEY, 1, {"by": "node ✓", "n": 2}, due, 0)
+
+    throttled = kongtask.add_job_sync("interop_keyed", {"by": "kongtask", "n": 3}, job_key=KEY,
+                                      job_key_mode="preserve_run_at", run_at=now + timedelta(days=2),
+                                      connection_string=latest_url)
+    assert (throttled.id, throttled.revision, throttled.run_at) == (first.id, 2, due)
+
+    _node_run_once(node_env, latest_url, ["interop_keyed"], tmp_path / "node")
+    assert [run[:4] + run[5:] for run in _runs(latest_url)] == [
+        (first.id, "interop_keyed", None, 1, {"by": "kongtask", "n": 3}, "node")]
+    assert count_rows(latest_url, "_private_jobs") == 0
+
+
+def test_a_job_key_graphile_worker_0_18_set_binds_kongtasks_add_job_and_the_reverse_is_run_by_kongtask(
+    node_env: NodeEnv, latest_url: str, tmp_path: Path
+) -> None:
+    """Node 0.18 adds a job under a key; kongtask's add_job with the key replaces it (same id,
+    revision 1, kongtask's payload and run_at); Node's addJob in preserve_run_at mode replaces it
+    again, keeping kongtask's run_at; kongtask's worker then runs it once, seeing Node's last
+    payload, the key and revision 2."""
+    now = database_now(latest_url).replace(microsecond=0)
+    first = _add_with_node(node_env, latest_url, tmp_path / "node", identifier="interop_keyed",
+                           payload={"by": "node", "n": 1}, jobKey=KEY, runAt=(now + timedelta(days=1)).isoformat())
+    first_id = int(first["id"])
+    assert first["revision"] == 0
+
+    due = now - timedelta(minutes=1)
+    replaced = kongtask.add_job_sync("interop_keyed", {"by": "kongtask ✓", "n": 2}, job_key=KEY, run_at=due,
+                                     connection_string=latest_url)
+    assert (replaced.id, replaced.revision, replaced.run_at, replaced.payload) == (
+        first_id, 1, due, {"by": "kongtask ✓", "n": 2})
+    assert _key_row(latest_url) == (first_id, KEY, 1, {"by": "kongtask ✓", "n": 2}, due, 0)
+
+    throttled = _add_with_node(node_env, latest_url, tmp_path / "node", identifier="interop_keyed",
+                               payload={"by": "node", "n": 3}, jobKey=KEY, jobKeyMode="preserve_run_at",
+                               runAt=(now + timedelta(days=2)).isoformat())
+    assert (int(throttled["id"]), throttled["revision"]) == (first_id, 2)
+
+    seen: list[kongtask.Job] = []
+
+    async def record(payload: Any, helpers: kongtask.Helpers) -> None:
+        seen.append(helpers.job)
+
+    kongtask_run_once(latest_url, {"interop_keyed": record})
+    assert [(job.id, job.payload, job.key, job.revision, job.run_at, job.attempts) for job in seen] == [
+        (first_id, {"by": "node", "n": 3}, KEY, 2, due, 1)]
+    assert count_rows(latest_url, "_private_jobs") == 0
+
+
+#: The flagged jobs of the forbidden-flags tests, by their payload's "n": who adds each, its flags.
+FLAGGED = [
+    (1, "kongtask", None), (2, "kongtask", ["slow", "x"]), (3, "node", None), (4, "node", ["slow"]),
+    (5, "node", ["other ✓"]), (6, "kongtask", ["other ✓"]),
+]
+SLOW = {n for n, _, flags in FLAGGED if flags and "slow" in flags}
+
+
+def _add_flagged_jobs(node_env: NodeEnv, url: str, folder: Path) -> None:
+    for n, by, flags in FLAGGED:
+        if by == "kongtask":
+            kongtask.add_job_sync("interop_flagged", {"n": n}, flags=flags, connection_string=url)
+        else:
+            _add_with_node(node_env, url, folder, identifier="interop_flagged", payload={"n": n},
+                           **({"flags": flags} if flags else {}))
+
+
+def _ran(url: str) -> dict[int, tuple[str, int]]:
+    """Who ran each flagged job, and on which attempt, by its payload's n."""
+    return {payload["n"]: (ran_by, attempts) for _, _, _, attempts, _, payload, ran_by in _runs(url)}
+
+
+@pytest.mark.parametrize("forbidding", ["node", "kongtask"])
+def test_jobs_with_a_forbidden_flag_are_left_by_that_worker_and_run_by_the_other_side(
+    node_env: NodeEnv, latest_url: str, tmp_path: Path, forbidding: str
+) -> None:
+    """Jobs with flags, added by both sides: a worker with the forbidden flag "slow" (Node 0.18's
+    runOnce with forbiddenFlags, a library option only; or `kongtask worker --forbidden-flags slow`)
+    runs every other job, even one with another flag, and leaves those untried and unlocked; then a
+    worker of the other side, forbidding nothing, runs them."""
+    create_results_table(latest_url)
+    node_folder = tmp_path / "node"
+    _add_flagged_jobs(node_env, latest_url, node_folder)
+    slow = query_rows(latest_url, "select (payload->>'n')::int from graphile_worker._private_jobs where flags ? 'slow'")
+    assert sorted(n for (n,) in slow) == sorted(SLOW)
+
+    if forbidding == "node":
+        tasks = tasks_folder(node_folder, ["interop_flagged"]) / "tasks"
+        node_env.script("run_once_0_18.js", node_url(latest_url), str(tasks), json.dumps(["slow"]), version=NODE)
+    else:
+        py_tasks = _py_tasks(tmp_path / "py_tasks", ["interop_flagged"])
+        worked = kongtask_cli("worker", "--once", "--forbidden-flags", "slow", "-c", latest_url,
+                              "--tasks", str(py_tasks), cwd=tmp_path, timeout=120)
+        assert worked.returncode == 0, worked.stderr
+    others = {n for n, _, _ in FLAGGED} - SLOW
+    assert _ran(latest_url) == dict.fromkeys(others, (forbidding, 1))
+    left = query_rows(latest_url, "select (payload->>'n')::int, attempts, locked_by from graphile_worker._private_jobs"
+                                  " order by 1")
+    assert left == [(n, 0, None) for n in sorted(SLOW)]
+
+    if forbidding == "node":
+        kongtask_run_once(latest_url, {"interop_flagged": kongtask_record})
+    else:
+        _node_run_once(node_env, latest_url, ["interop_flagged"], node_folder)
+    other_side = "kongtask" if forbidding == "node" else "node"
+    assert _ran(latest_url) == {**dict.fromkeys(others, (forbidding, 1)), **dict.fromkeys(SLOW, (other_side, 1))}
     assert count_rows(latest_url, "_private_jobs") == 0
 
 

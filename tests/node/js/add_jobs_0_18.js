@@ -5,8 +5,8 @@
 //
 // Usage: node add_jobs_0_18.js CONNECTION_URL SPEC_FILE add_job|add_jobs
 // SPEC_FILE is a JSON list of {identifier, payload, queueName?, runAt? (ISO 8601), maxAttempts?,
-// priority?, jobKey?, flags?}. Prints what the calls returned, as one JSON list on stdout: each job's id (a string:
-// a bigint), task identifier and job_queue_id.
+// priority?, jobKey?, jobKeyMode?, flags?}. Prints what the calls returned, as one JSON list on stdout: each job's id
+// (a string: a bigint), task identifier, job_queue_id and revision.
 //
 // addJob's answers follow SPEC_FILE. addJobs's do not, quite: it labels the rows that the SQL
 // add_jobs returns with the task identifiers of SPEC_FILE by position, but add_jobs (upstream's and
@@ -25,6 +25,7 @@ async function main() {
     if (spec.maxAttempts !== undefined) options.maxAttempts = spec.maxAttempts;
     if (spec.priority !== undefined) options.priority = spec.priority;
     if (spec.jobKey !== undefined) options.jobKey = spec.jobKey;
+    if (spec.jobKeyMode !== undefined) options.jobKeyMode = spec.jobKeyMode;
     if (spec.flags !== undefined) options.flags = spec.flags;
     return { identifier: spec.identifier, payload: spec.payload, options };
   });
@@ -45,6 +46,7 @@ async function main() {
       id: String(job.id),
       task_identifier: job.task_identifier,
       job_queue_id: job.job_queue_id,
+      revision: job.revision,
     }));
     process.stdout.write(JSON.stringify(added) + "\n");
   } finally {
