@@ -68,10 +68,11 @@ workerUtils.addJobs.test.ts
   API with jobKeyMode.
   left out: adding job respects useNodeTime (as above).
 
-Ported in tests/test_conformance_0_18_features.py: batchJobs, forbiddenFlags, workerUtils.completeJobs
-/ forceUnlockWorkers / permanentlyFailJobs / rescheduleJobs. Not ported (no such feature in kongtask
-yet): cron, cron-timing, cronMatcher, crontab, workerUtils.cleanup; nor, being about Node alone:
-events, getTasks, nodeTime, runner.helpers.getTaskName.
+Ported elsewhere: batchJobs, forbiddenFlags, workerUtils.completeJobs / forceUnlockWorkers /
+permanentlyFailJobs / rescheduleJobs in tests/test_conformance_0_18_features.py; cron, cron-timing,
+cronMatcher, crontab in tests/test_cron.py, test_cron_timing.py, test_cron_matcher.py,
+test_crontab.py. Not ported: workerUtils.cleanup (no such feature in kongtask yet); nor, being
+about Node alone: events, getTasks, nodeTime, runner.helpers.getTaskName.
 
 The last section holds what the 0.18 contract says (shared/spec/graphile-worker-0.18.md) that no
 upstream test checks: the SQL add_job and add_jobs, the jobs:insert and worker:migrate notifications,

@@ -44,9 +44,10 @@ workerUtils.rescheduleJobs.test.ts, workerUtils.forceUnlockWorkers.test.ts: the 
   UPDATE ... FROM that meets several jobs per queue and lets PostgreSQL pick one; here the locked
   job's lock is copied, the outcome upstream expects.
 
-Not ported: workerUtils.cleanup.test.ts (kongtask has no cleanup of unused queues, task identifiers
-or failed jobs yet); cron, cron-timing, cronMatcher, crontab (no cron in kongtask yet); and, being
-about Node alone, events, getTasks, nodeTime, runner.helpers.getTaskName.
+Not ported here: workerUtils.cleanup.test.ts (kongtask has no cleanup of unused queues, task
+identifiers or failed jobs yet); cron, cron-timing, cronMatcher, crontab (ported with kongtask's
+cron, in tests/test_cron*.py and tests/test_crontab.py); and, being about Node alone, events,
+getTasks, nodeTime, runner.helpers.getTaskName.
 """
 
 from __future__ import annotations
