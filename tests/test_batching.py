@@ -478,7 +478,9 @@ def test_buffered_jobs_that_wait_too_long_go_back_for_other_workers(
         try:
             await wait_until_async(lambda: len(_locked(migrated_url)) == 4, what="slow running, three buffered")
             if kind == "def":
-                assert len(runner._checkouts._lent) == 3, "the quick jobs were queued in the worker's thread"
+                # The worker queues them in its thread once its slow job has started.
+                await wait_until_async(lambda: len(runner._checkouts._lent) == 3, timeout=1.0,
+                                       what="the quick jobs to be queued in the worker's thread")
             await wait_until_async(lambda: len(_locked(migrated_url)) == 1, what="the buffered jobs to go back")
             assert query_rows(migrated_url, "select task_identifier, attempts from graphile_worker.jobs"
                                             " where task_identifier = 'quick'") == [("quick", 0)] * 3
