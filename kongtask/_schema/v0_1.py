@@ -101,6 +101,16 @@ class SchemaV0_1:
     reschedule_jobs: str
     present_jobs: str
     retry_job: str
+    # the dashboard's reads (kongtask.dashboard)
+    dashboard_counts: str
+    dashboard_count_settings: str
+    dashboard_task_estimates: str
+    dashboard_table_stats: str
+    dashboard_lock_holders: str
+    dashboard_locked_queues: str
+    dashboard_jobs_older: str
+    dashboard_jobs_newer: str
+    dashboard_job: str
     # NOTIFY wake-ups
     listen: str
     # migrations

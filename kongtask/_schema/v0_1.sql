@@ -308,3 +308,126 @@ from unnest(%(identifier)s::text[], %(payload)s::json[], %(queue_name)s::text[],
 -- make get_jobs scan job_queues once per job, for minutes, until autovacuum catches up. Counts
 -- the rows this transaction inserted too. A role that may not analyze gets a warning, not an error.
 analyze {schema}.jobs, {schema}.job_queues
+
+-- ===== the dashboard (kongtask dashboard): what it reads =====
+-- Each job is in exactly one state, the first that fits: locked (its queue is held by a worker),
+-- dead (attempts used up), failed (an error, will be retried), scheduled (run_at in the future),
+-- due. v0.1.0 gives a job added without a queue a queue of its own, named by a random uuid: the
+-- dashboard shows such jobs under no queue (a uuid-shaped name, 36 characters with four dashes).
+
+-- name: dashboard_counts
+-- The jobs of every state per task, and per named queue for the 50 largest queues, from one pass
+-- over the table (hashed by task, queue and state: a few thousand groups, not a sort of every row);
+-- and those that hold an error and changed in the last hour (a failure, or a retry after one).
+with locked as (
+  select queue_name from {schema}.job_queues where locked_by is not null
+), counted as materialized (
+  select j.task_identifier,
+    case when j.queue_name like '________-____-____-____-____________' then null else j.queue_name end
+      as queue_name,
+    case when l.queue_name is not null then 'locked'
+      when j.attempts >= j.max_attempts then 'dead'
+      when j.last_error is not null then 'failed'
+      when j.run_at > now() then 'scheduled'
+      else 'due' end as state,
+    count(*) as jobs,
+    count(*) filter (where j.last_error is not null and j.updated_at > now() - interval '1 hour') as failed_lately
+  from {schema}.jobs as j left join locked as l on l.queue_name = j.queue_name
+  group by 1, 2, 3
+), largest as (
+  select queue_name from counted where queue_name is not null
+  group by queue_name order by sum(jobs) desc, queue_name limit 50
+)
+select false as by_queue, task_identifier as name, state, sum(jobs)::bigint as jobs,
+  sum(failed_lately)::bigint as failed_lately
+from counted group by task_identifier, state
+union all
+select true, queue_name, state, sum(jobs)::bigint, sum(failed_lately)::bigint
+from counted where queue_name in (select queue_name from largest) group by queue_name, state
+
+-- name: dashboard_count_settings
+-- For the rest of the counting transaction: how long counting may take before the dashboard
+-- estimates instead; no JIT (its compile time is most of a count's cost); memory enough to hash
+-- the groups rather than sort a million rows on disk.
+select set_config('statement_timeout', %(milliseconds)s, true), set_config('jit', 'off', true),
+  set_config('work_mem', '64MB', true)
+
+-- name: dashboard_task_estimates
+-- When counting takes too long: the planner's statistics, the share of the table each of the most
+-- common tasks has (from the last ANALYZE), to multiply by the estimated rows.
+select unnest(s.most_common_vals::text::text[]) as name, unnest(s.most_common_freqs) as share
+from pg_stats as s
+where s.schemaname = %(schema)s and s.tablename = 'jobs' and s.attname = 'task_identifier'
+
+-- name: dashboard_table_stats
+-- The rows ever inserted into and deleted from the jobs table (since the statistics were last
+-- reset): a job is deleted when it completes, so deletions over time are the throughput. And the
+-- planner's estimate of the rows in it.
+select coalesce(s.n_tup_ins, 0) as inserted, coalesce(s.n_tup_del, 0) as deleted,
+  greatest(c.reltuples, 0)::bigint as estimate
+from pg_class as c
+inner join pg_namespace as n on n.oid = c.relnamespace
+left join pg_stat_user_tables as s on s.relid = c.oid
+where n.nspname = %(schema)s and c.relname = 'jobs'
+
+-- name: dashboard_lock_holders
+-- Each worker that holds queues, with the time of its freshest lock (a live kongtask worker
+-- refreshes its locks every heartbeat; a dead one's only age).
+select locked_by, count(*) as queues, count(*) as jobs, max(locked_at) as latest
+from {schema}.job_queues where locked_by is not null
+group by locked_by order by max(locked_at), locked_by
+
+-- name: dashboard_locked_queues
+select queue_name, locked_by, locked_at,
+  queue_name like '________-____-____-____-____________' as own_queue
+from {schema}.job_queues where locked_by is not null
+order by locked_at, queue_name limit %(limit)s
+
+-- name: dashboard_jobs_older
+-- A page of the job list, newest first, below the keyset cursor %(before)s (a job id; NULL for
+-- the first page): never OFFSET, so a page deep in a million jobs costs what the first does, plus
+-- the rows the filters skip on the way. %(error)s is an ILIKE pattern.
+select j.id, j.task_identifier, j.queue_name, j.priority, j.run_at, j.run_at::text as run_at_text,
+  j.attempts, j.max_attempts, left(j.last_error, 300) as last_error, q.locked_by, s.state
+from {schema}.jobs as j
+left join {schema}.job_queues as q on q.queue_name = j.queue_name and q.locked_by is not null
+cross join lateral (
+  select case when q.queue_name is not null then 'locked' when j.attempts >= j.max_attempts then 'dead'
+    when j.last_error is not null then 'failed' when j.run_at > now() then 'scheduled' else 'due' end as state
+) as s
+where (%(before)s::bigint is null or j.id < %(before)s)
+  and (%(task)s::text is null or j.task_identifier = %(task)s)
+  and (%(queue)s::text is null or j.queue_name = %(queue)s)
+  and (%(error)s::text is null or j.last_error ilike %(error)s)
+  and (%(state)s::text is null or s.state = %(state)s)
+order by j.id desc limit %(limit)s
+
+-- name: dashboard_jobs_newer
+-- The page before: the jobs just above the cursor %(after)s, oldest first (the caller reverses them).
+select j.id, j.task_identifier, j.queue_name, j.priority, j.run_at, j.run_at::text as run_at_text,
+  j.attempts, j.max_attempts, left(j.last_error, 300) as last_error, q.locked_by, s.state
+from {schema}.jobs as j
+left join {schema}.job_queues as q on q.queue_name = j.queue_name and q.locked_by is not null
+cross join lateral (
+  select case when q.queue_name is not null then 'locked' when j.attempts >= j.max_attempts then 'dead'
+    when j.last_error is not null then 'failed' when j.run_at > now() then 'scheduled' else 'due' end as state
+) as s
+where j.id > %(after)s
+  and (%(task)s::text is null or j.task_identifier = %(task)s)
+  and (%(queue)s::text is null or j.queue_name = %(queue)s)
+  and (%(error)s::text is null or j.last_error ilike %(error)s)
+  and (%(state)s::text is null or s.state = %(state)s)
+order by j.id asc limit %(limit)s
+
+-- name: dashboard_job
+-- One job, all of it: the payload as its text, the lock on its queue and how many jobs the queue holds.
+select j.id, j.task_identifier, j.queue_name,
+  j.queue_name like '________-____-____-____-____________' as own_queue, j.payload::text as payload,
+  j.priority, j.run_at, j.run_at::text as run_at_text, j.attempts, j.max_attempts, j.last_error,
+  j.created_at, j.updated_at, q.locked_by, q.locked_at, q.job_count as queue_jobs,
+  null::text as key, null::int as revision, array[]::text[] as flags,
+  case when q.locked_by is not null then 'locked' when j.attempts >= j.max_attempts then 'dead'
+    when j.last_error is not null then 'failed' when j.run_at > now() then 'scheduled' else 'due' end as state
+from {schema}.jobs as j
+left join {schema}.job_queues as q on q.queue_name = j.queue_name
+where j.id = %(job_id)s

@@ -397,3 +397,137 @@ insert into {schema}.migrations (id, breaking) values (%s, %s)
 -- name: notify_migrated
 -- Running graphile-worker pools listen here and stop after a breaking migration they did not run.
 select pg_notify('worker:migrate', %s)
+
+-- ===== the dashboard (kongtask dashboard): what it reads, from the private tables =====
+-- Each job is in exactly one state, the first that fits: locked (by a worker), dead (attempts used
+-- up), failed (an error, will be retried), scheduled (run_at in the future), due. The columns match
+-- the v0.1.0 statements of the same names.
+
+-- name: dashboard_counts
+-- The jobs of every state per task, and per named queue for the 50 largest queues, from one pass
+-- over the table (hashed by task, queue and state, named afterwards); and those that hold an error
+-- and changed in the last hour (a failure, or a retry after one).
+with counted as materialized (
+  select j.task_id, j.job_queue_id,
+    case when j.locked_by is not null then 'locked' when j.attempts >= j.max_attempts then 'dead'
+      when j.last_error is not null then 'failed' when j.run_at > now() then 'scheduled' else 'due' end as state,
+    count(*) as jobs,
+    count(*) filter (where j.last_error is not null and j.updated_at > now() - interval '1 hour') as failed_lately
+  from {schema}._private_jobs as j
+  group by 1, 2, 3
+), largest as (
+  select job_queue_id from counted where job_queue_id is not null
+  group by job_queue_id order by sum(jobs) desc, job_queue_id limit 50
+)
+select false as by_queue, t.identifier as name, c.state, sum(c.jobs)::bigint as jobs,
+  sum(c.failed_lately)::bigint as failed_lately
+from counted as c inner join {schema}._private_tasks as t on t.id = c.task_id
+group by t.identifier, c.state
+union all
+select true, q.queue_name, c.state, sum(c.jobs)::bigint, sum(c.failed_lately)::bigint
+from counted as c inner join {schema}._private_job_queues as q on q.id = c.job_queue_id
+where c.job_queue_id in (select job_queue_id from largest)
+group by q.queue_name, c.state
+
+-- name: dashboard_count_settings
+-- For the rest of the counting transaction: how long counting may take before the dashboard
+-- estimates instead; no JIT (its compile time is most of a count's cost); memory enough to hash
+-- the groups rather than sort a million rows on disk.
+select set_config('statement_timeout', %(milliseconds)s, true), set_config('jit', 'off', true),
+  set_config('work_mem', '64MB', true)
+
+-- name: dashboard_task_estimates
+-- When counting takes too long: the share of the table each of the most common tasks has, from
+-- the planner's statistics (the last ANALYZE).
+select t.identifier as name, m.share
+from (
+  select unnest(s.most_common_vals::text::int[]) as task_id, unnest(s.most_common_freqs) as share
+  from pg_stats as s
+  where s.schemaname = %(schema)s and s.tablename = '_private_jobs' and s.attname = 'task_id'
+) as m
+inner join {schema}._private_tasks as t on t.id = m.task_id
+
+-- name: dashboard_table_stats
+-- The rows ever inserted into and deleted from the jobs table (since the statistics were last
+-- reset): a job is deleted when it completes, so deletions over time are the throughput. And the
+-- planner's estimate of the rows in it.
+select coalesce(s.n_tup_ins, 0) as inserted, coalesce(s.n_tup_del, 0) as deleted,
+  greatest(c.reltuples, 0)::bigint as estimate
+from pg_class as c
+inner join pg_namespace as n on n.oid = c.relnamespace
+left join pg_stat_user_tables as s on s.relid = c.oid
+where n.nspname = %(schema)s and c.relname = '_private_jobs'
+
+-- name: dashboard_lock_holders
+-- Each worker (pool) that holds queues or jobs, with the time of its freshest lock (a live
+-- kongtask pool refreshes its locks every heartbeat; a dead one's only age).
+select locked_by, sum(queues)::bigint as queues, sum(jobs)::bigint as jobs, max(latest) as latest
+from (
+  select locked_by, count(*) as queues, 0 as jobs, max(locked_at) as latest
+  from {schema}._private_job_queues where locked_by is not null group by locked_by
+  union all
+  select locked_by, 0, count(*), max(locked_at)
+  from {schema}._private_jobs where locked_by is not null group by locked_by
+) as held
+group by locked_by order by max(latest), locked_by
+
+-- name: dashboard_locked_queues
+select queue_name, locked_by, locked_at, false as own_queue
+from {schema}._private_job_queues where locked_by is not null
+order by locked_at, queue_name limit %(limit)s
+
+-- name: dashboard_jobs_older
+-- A page of the job list, newest first, below the keyset cursor %(before)s (a job id; NULL for
+-- the first page): never OFFSET, so a page deep in a million jobs costs what the first does, plus
+-- the rows the filters skip on the way. A task or queue is looked up once, by its name.
+select j.id, t.identifier as task_identifier, q.queue_name, j.priority, j.run_at, j.run_at::text as run_at_text,
+  j.attempts, j.max_attempts, left(j.last_error, 300) as last_error, j.locked_by, s.state
+from {schema}._private_jobs as j
+inner join {schema}._private_tasks as t on t.id = j.task_id
+left join {schema}._private_job_queues as q on q.id = j.job_queue_id
+cross join lateral (
+  select case when j.locked_by is not null then 'locked' when j.attempts >= j.max_attempts then 'dead'
+    when j.last_error is not null then 'failed' when j.run_at > now() then 'scheduled' else 'due' end as state
+) as s
+where (%(before)s::bigint is null or j.id < %(before)s)
+  and (%(task)s::text is null
+    or j.task_id = (select id from {schema}._private_tasks where identifier = %(task)s))
+  and (%(queue)s::text is null
+    or j.job_queue_id = (select id from {schema}._private_job_queues where queue_name = %(queue)s))
+  and (%(error)s::text is null or j.last_error ilike %(error)s)
+  and (%(state)s::text is null or s.state = %(state)s)
+order by j.id desc limit %(limit)s
+
+-- name: dashboard_jobs_newer
+-- The page before: the jobs just above the cursor %(after)s, oldest first (the caller reverses them).
+select j.id, t.identifier as task_identifier, q.queue_name, j.priority, j.run_at, j.run_at::text as run_at_text,
+  j.attempts, j.max_attempts, left(j.last_error, 300) as last_error, j.locked_by, s.state
+from {schema}._private_jobs as j
+inner join {schema}._private_tasks as t on t.id = j.task_id
+left join {schema}._private_job_queues as q on q.id = j.job_queue_id
+cross join lateral (
+  select case when j.locked_by is not null then 'locked' when j.attempts >= j.max_attempts then 'dead'
+    when j.last_error is not null then 'failed' when j.run_at > now() then 'scheduled' else 'due' end as state
+) as s
+where j.id > %(after)s
+  and (%(task)s::text is null
+    or j.task_id = (select id from {schema}._private_tasks where identifier = %(task)s))
+  and (%(queue)s::text is null
+    or j.job_queue_id = (select id from {schema}._private_job_queues where queue_name = %(queue)s))
+  and (%(error)s::text is null or j.last_error ilike %(error)s)
+  and (%(state)s::text is null or s.state = %(state)s)
+order by j.id asc limit %(limit)s
+
+-- name: dashboard_job
+-- One job, all of it: the payload as its text, its own lock, its key and flags.
+select j.id, t.identifier as task_identifier, q.queue_name, false as own_queue, j.payload::text as payload,
+  j.priority, j.run_at, j.run_at::text as run_at_text, j.attempts, j.max_attempts, j.last_error,
+  j.created_at, j.updated_at, j.locked_by, j.locked_at, null::int as queue_jobs, j.key, j.revision,
+  case when jsonb_typeof(j.flags) = 'object' then array(select jsonb_object_keys(j.flags) order by 1)
+    else array[]::text[] end as flags,
+  case when j.locked_by is not null then 'locked' when j.attempts >= j.max_attempts then 'dead'
+    when j.last_error is not null then 'failed' when j.run_at > now() then 'scheduled' else 'due' end as state
+from {schema}._private_jobs as j
+inner join {schema}._private_tasks as t on t.id = j.task_id
+left join {schema}._private_job_queues as q on q.id = j.job_queue_id
+where j.id = %(job_id)s
