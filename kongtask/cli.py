@@ -37,7 +37,7 @@ from ._run import start as start_workers
 from ._schema import jobs as jobs_api
 from ._watch import RELOAD_SIGNAL, supervise, supervisor_pid
 from .errors import ConfigurationError, KongtaskError, PayloadError
-from .settings import ADD_JOB, ADD_JOBS, CRON, JOBS, MIGRATE, WORKER, Option, Settings
+from .settings import ADD_JOB, ADD_JOBS, CRON, DASHBOARD, JOBS, MIGRATE, WORKER, Option, Settings
 
 log = logging.getLogger("kongtask.cli")
 
@@ -782,6 +782,47 @@ def cron_list(ctx: click.Context, /, count: int, start: str | None, **params: An
         runs = ", ".join(f"{run:%Y-%m-%d %H:%M}" for run in item.next_runs(when, count)) or "none in 8 years"
         payload = json.dumps(item.payload, ensure_ascii=False) if item.payload is not None else ""
         click.echo(f"{item.identifier}\t{item.task}\t{item.match}\t{item.options}\t{payload}\t{runs}")
+
+
+@cli.command()
+@_with_options(DASHBOARD)
+@click.pass_context
+def dashboard(ctx: click.Context, /, **params: Any) -> None:
+    """Serve a web dashboard of the queue: jobs by state, failures, locks, and actions on jobs.
+
+    It listens on 127.0.0.1:8000 unless told otherwise; any address beyond this machine needs
+    --token. Stop it with Ctrl-C. Needs pip install 'kongtask[dashboard]'.
+    """
+    settings = _settings(ctx, DASHBOARD, params)
+    try:
+        from . import dashboard as web
+    except ImportError as exc:
+        raise KongtaskError(f"the dashboard needs {exc.name}: pip install 'kongtask[dashboard]'") from None
+    try:
+        web.check_binding(settings.dashboard_host, settings.dashboard_token)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc), ctx) from None
+    with _database(settings) as conninfo:
+        _run(_serve_dashboard(settings, conninfo))
+
+
+async def _serve_dashboard(settings: Settings, conninfo: str) -> None:
+    from . import dashboard as web
+    from ._connections import connect
+    from ._schema import held_by
+
+    async with await connect(conninfo) as conn:  # fails fast, in one line, on a database it cannot use
+        generation = (await held_by(conn, settings.schema)).generation
+    sock = web.listen(settings.dashboard_host, settings.dashboard_port)
+    app = web.Dashboard(connection_string=conninfo, schema=settings.schema, read_only=settings.read_only,
+                        token=settings.dashboard_token)
+    notes = [note for note, on in (("read-only", settings.read_only), ("token required", settings.dashboard_token))
+             if on]
+    if settings.verbose < 1:
+        logging.getLogger("uvicorn").setLevel(logging.WARNING)  # "Started server process": ours says more
+    log.info("dashboard of %s (graphile-worker %s schema, schema %s) on %s%s", describe_target(conninfo), generation,
+             settings.schema, web.url_of(sock), f" ({', '.join(notes)})" if notes else "")
+    await web.serve(app, sock, access_log=settings.verbose >= 1)
 
 
 @cli.command("config")

@@ -29,7 +29,8 @@ from .errors import ConfigurationError
 
 ENV_PREFIX = "KONGTASK_"
 WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS, CRON = "worker", "add-job", "add-jobs", "migrate", "jobs", "cron"
-COMMANDS = (WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS, CRON)
+DASHBOARD = "dashboard"
+COMMANDS = (WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS, CRON, DASHBOARD)
 
 #: libpq's own variables that say where the database is. When one is set and no connection is
 #: configured, kongtask connects with libpq's defaults instead of starting an embedded server.
@@ -413,6 +414,24 @@ class Settings:
         help="The migration to bring the database to: latest (20, graphile-worker 0.18's schema; job ids "
         "change on the way, and Node graphile-worker 0.1.0 workers cannot run on it) or a number. A "
         "database past it is left as it is.",
+    )
+    dashboard_host: str = option(
+        "127.0.0.1", long="--host", metavar="ADDRESS", commands=(DASHBOARD,), parse=_text,
+        help="Address the dashboard listens on; anything but loopback (127.0.0.1, ::1, localhost) needs --token.",
+    )
+    dashboard_port: int = option(
+        8000, long="--port", metavar="PORT", commands=(DASHBOARD,), parse=_whole_number(0, 65535),
+        help="Port the dashboard listens on (0: any free port; the start line says which).",
+    )
+    dashboard_token: str | None = option(
+        None, long="--token", metavar="TOKEN", commands=(DASHBOARD,), parse=_text, secret=True,
+        show=lambda token: "***", shown_default="none",
+        help="Asked of every request to the dashboard: the browser asks for it as the password (any user "
+        "name), or send it as `Authorization: Bearer TOKEN`. At least 16 characters.",
+    )
+    read_only: bool = option(
+        False, kind="flag", commands=(DASHBOARD,), parse=_boolean,
+        help="Show the dashboard without its actions (retry, delete, reschedule, unlock).",
     )
     log_level: str = option(
         "info", metavar="LEVEL", commands=_ALL, parse=_choice("debug", "info", "warning", "error"),

@@ -38,10 +38,13 @@ def test_defaults(tmp_path: Path) -> None:
 def test_every_option_has_an_environment_variable_named_after_it() -> None:
     for opt in options():
         assert opt.env_var == "KONGTASK_" + opt.name.upper()
-        # The flag is the name, unless declared shorter for one command (migrate's --to).
+        # The flag is the name, unless declared shorter for one command (migrate's --to; the dashboard's
+        # --host, --port and --token).
         assert opt.flag == (opt.long or "--" + opt.name.replace("_", "-"))
         assert set(opt.commands) <= set(COMMANDS)
-    assert [(o.name, o.flag) for o in options() if o.long] == [("migrate_to", "--to")]
+    assert [(o.name, o.flag) for o in options() if o.long] == [
+        ("migrate_to", "--to"), ("dashboard_host", "--host"), ("dashboard_port", "--port"), ("dashboard_token", "--token"),
+    ]
 
 
 def _keywords_taken_by(fn: object) -> set[str]:
