@@ -424,15 +424,20 @@ def test_an_unreachable_database_is_one_line_on_the_page() -> None:
     with_app("postgresql://nobody:nobody-pw@127.0.0.1:1/nothing", check)
 
 
-def test_the_refresh_gets_only_the_live_part_of_the_page(migrated_url: str) -> None:
+def test_the_refresh_gets_only_the_live_part_of_the_page(any_url: str) -> None:
     async def check(client: AsgiClient) -> None:
-        full = await client.get("/jobs")
-        part = await client.get("/jobs", **{"x-kongtask-refresh": "1"})
-        assert full.body.startswith("<!doctype html>") and 'id="live" data-refresh="5.0"' in full.body
-        assert "<html" not in part.body and "<form" not in part.body and "No jobs" in part.body
+        ids = await _every_state(any_url)
+        for path, shown in (("/", "send_email"), ("/jobs", "charge_card"), (f"/jobs/{ids['failed']}", "card declined")):
+            full = await client.get(path)
+            part = await client.get(path, **{"x-kongtask-refresh": "1"})
+            assert full.body.startswith("<!doctype html>") and 'id="live" data-refresh="5.0"' in full.body
+            assert part.status == 200 and shown in part.body, part.body
+            assert "<html" not in part.body and "<form" not in part.body and "<h1>" not in part.body
+        gone = await client.get("/jobs/999999", **{"x-kongtask-refresh": "1"})
+        assert gone.status == 404 and 'data-testid="gone"' in gone.body and "<html" not in gone.body
         assert (await client.get("/static/dashboard.js")).headers["content-type"].startswith("text/javascript")
 
-    with_app(migrated_url, check)
+    with_app(any_url, check)
 
 
 # --- the pure checks -----------------------------------------------------------------------------
