@@ -399,7 +399,16 @@ where (%(before)s::bigint is null or j.id < %(before)s)
   and (%(task)s::text is null or j.task_identifier = %(task)s)
   and (%(queue)s::text is null or j.queue_name = %(queue)s)
   and (%(error)s::text is null or j.last_error ilike %(error)s)
-  and (%(state)s::text is null or s.state = %(state)s)
+  -- Each state spelled out, not s.state: the planner then sees columns it keeps statistics of,
+  -- and reads the whole table once rather than the primary key backwards for a rare state.
+  and (%(state)s::text is null
+    or (%(state)s = 'locked' and q.queue_name is not null)
+    or (%(state)s = 'dead' and q.queue_name is null and j.attempts >= j.max_attempts)
+    or (%(state)s = 'failed' and q.queue_name is null and j.attempts < j.max_attempts and j.last_error is not null)
+    or (%(state)s = 'scheduled' and q.queue_name is null and j.attempts < j.max_attempts and j.last_error is null
+      and j.run_at > now())
+    or (%(state)s = 'due' and q.queue_name is null and j.attempts < j.max_attempts and j.last_error is null
+      and j.run_at <= now()))
 order by j.id desc limit %(limit)s
 
 -- name: dashboard_jobs_newer
@@ -416,7 +425,16 @@ where j.id > %(after)s
   and (%(task)s::text is null or j.task_identifier = %(task)s)
   and (%(queue)s::text is null or j.queue_name = %(queue)s)
   and (%(error)s::text is null or j.last_error ilike %(error)s)
-  and (%(state)s::text is null or s.state = %(state)s)
+  -- Each state spelled out, not s.state: the planner then sees columns it keeps statistics of,
+  -- and reads the whole table once rather than the primary key backwards for a rare state.
+  and (%(state)s::text is null
+    or (%(state)s = 'locked' and q.queue_name is not null)
+    or (%(state)s = 'dead' and q.queue_name is null and j.attempts >= j.max_attempts)
+    or (%(state)s = 'failed' and q.queue_name is null and j.attempts < j.max_attempts and j.last_error is not null)
+    or (%(state)s = 'scheduled' and q.queue_name is null and j.attempts < j.max_attempts and j.last_error is null
+      and j.run_at > now())
+    or (%(state)s = 'due' and q.queue_name is null and j.attempts < j.max_attempts and j.last_error is null
+      and j.run_at <= now()))
 order by j.id asc limit %(limit)s
 
 -- name: dashboard_job

@@ -79,7 +79,7 @@ class Dashboard:
         read_only: bool = False,
         token: str | None = None,
         refresh: float = 5.0,
-        count_timeout: float = 2.0,
+        count_timeout: float = 5.0,
         sample_interval: float = 10.0,
     ) -> None:
         if (connection_string is None) == (pool is None):
