@@ -278,7 +278,7 @@ def option(default: Any, short: str | None = None, **spec: Any) -> Any:
 
 _ALL = COMMANDS
 #: The commands that use the database (`cron list` only reads the crontab).
-_WITH_DATABASE = (WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS)
+_WITH_DATABASE = (WORKER, ADD_JOB, ADD_JOBS, MIGRATE, JOBS, DASHBOARD)
 
 
 @dataclass(frozen=True)
