@@ -27,10 +27,11 @@ class Reply:
 class AsgiClient:
     """Sends requests to the app as uvicorn would, without a socket: one event loop, one process."""
 
-    def __init__(self, app: Dashboard, host: str = "127.0.0.1:8000", auth: str | None = None) -> None:
+    def __init__(self, app: Dashboard, host: str = "127.0.0.1:8000", auth: str | None = None, root: str = "") -> None:
         self.app = app
         self.host = host
         self.auth = auth
+        self.root = root  # where the app is mounted: paths are given below it
 
     async def request(
         self, method: str, path: str, query: str = "", form: dict[str, str] | None = None,
@@ -43,7 +44,8 @@ class AsgiClient:
             sent_headers.setdefault("content-type", "application/x-www-form-urlencoded")
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-            "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
+            "path": self.root + path, "raw_path": (self.root + path).encode(), "query_string": query.encode(),
+            "root_path": self.root,
             "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in sent_headers.items()],
             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
         }

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
+from psycopg_pool import AsyncConnectionPool
 
 import kongtask
 from kongtask._schema import held_by
@@ -438,6 +439,26 @@ def test_the_refresh_gets_only_the_live_part_of_the_page(any_url: str) -> None:
         assert (await client.get("/static/dashboard.js")).headers["content-type"].startswith("text/javascript")
 
     with_app(any_url, check)
+
+
+def test_an_applications_own_pool_and_mount_point(migrated_url: str) -> None:
+    async def main() -> None:
+        job = await add(migrated_url, "send_email")
+        pool = AsyncConnectionPool(migrated_url, kwargs={"autocommit": True}, open=False)
+        await pool.open()
+        try:
+            async with Dashboard(pool=pool) as app:
+                client = AsgiClient(app, root="/ops/queue")
+                page = await client.get("/jobs")
+                assert page.status == 200 and f'href="/ops/queue/jobs/{job}"' in page.body
+                assert 'href="/ops/queue/static/dashboard.css"' in page.body
+                done = await client.confirm(f"/jobs/{job}/retry")
+                assert done.status == 303 and done.headers["location"].startswith(f"/ops/queue/jobs/{job}?")
+            assert not pool.closed  # the application's pool stays open for the application
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
 
 
 # --- the pure checks -----------------------------------------------------------------------------

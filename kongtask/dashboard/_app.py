@@ -28,7 +28,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .. import _defaults, admin
-from .._connections import connect, connection_kwargs, describe_target
+from .._connections import connect, connection_kwargs, conninfo_or_environment, describe_target
 from .._masking import mask_password
 from .._outages import first_line
 from .._schema import DatabaseSchema, held_by, schema_named
@@ -82,8 +82,10 @@ class Dashboard:
         count_timeout: float = 5.0,
         sample_interval: float = 10.0,
     ) -> None:
-        if (connection_string is None) == (pool is None):
-            raise ConfigurationError("give the dashboard one of connection_string or pool")
+        if connection_string is not None and pool is not None:
+            raise ConfigurationError("give the dashboard connection_string or pool, not both")
+        if pool is None:
+            connection_string = conninfo_or_environment(connection_string)
         schema_named(schema)  # a bad name fails here, not on the first page
         self.schema = schema
         self.read_only = read_only
@@ -95,7 +97,8 @@ class Dashboard:
         self._conninfo = connection_string
         self._own_pool = pool is None
         self._pool = pool
-        self._target = describe_target(connection_string) if connection_string else "a pool"
+        shown = connection_string if pool is None else pool.conninfo
+        self._target = describe_target(shown) if isinstance(shown, str) else "the pool's database"
         self._secret = secrets.token_bytes(32)  # the CSRF tokens' key: a new one each process
         self._overview_cache: tuple[float, str, _data.Overview] | None = None
         self._counting = asyncio.Lock()
