@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import re
 import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -95,3 +97,12 @@ def test_config_shows_the_dashboard_options_with_the_token_masked(tmp_path: Path
     assert shown.returncode == 0, shown.stderr
     assert "dashboard_port = 9000" in shown.stdout and "read_only = true" in shown.stdout
     assert 'dashboard_token = "***"  # KONGTASK_DASHBOARD_TOKEN' in shown.stdout and TOKEN not in shown.stdout
+
+
+def test_without_the_dashboard_extra_it_says_what_to_install(tmp_path: Path, migrated_url: str) -> None:
+    # As if uvicorn were not installed: an import of it fails.
+    script = "import sys; sys.modules['uvicorn'] = None; from kongtask.cli import main; main(['dashboard'])"
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(DATABASE_URL=migrated_url),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert one_line(result.stderr) == "kongtask: error: the dashboard needs uvicorn: pip install 'kongtask[dashboard]'"

@@ -21,6 +21,8 @@ def test_wheel_ships_the_migrations_and_migrates_a_database(tmp_path: Path, db_u
     [wheel] = tmp_path.glob("kongtask-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "kongtask/_schema/migrations/000001.sql" in names and "kongtask/_schema/v0_1.sql" in names and "kongtask/py.typed" in names
+    # The dashboard's pages and script are package data too.
+    assert "kongtask/dashboard/templates/overview.html" in names and "kongtask/dashboard/static/dashboard.js" in names
     target = tmp_path / "installed"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
