@@ -207,6 +207,10 @@ def test_the_job_list_filters_by_task_queue_state_and_error_text(any_url: str) -
         assert await listed("error=100%25") != set() and await listed("error=1%250") == set()  # % is literal
         assert await listed("error=l_n") != set() and await listed("error=ful_") == set()  # so is _
         assert await listed("task=send_email&queue=mail&state=due") == {email}
+        # A job without a queue shows none (v0.1.0 gives it a uuid-named queue of its own).
+        row = re.search(rf'<a href="/jobs/{ids["due"]}">{ids["due"]}</a></td>\s*<td>send_email</td>\s*<td>(.*?)</td>',
+                        (await client.get("/jobs", "task=send_email")).body)
+        assert row is not None and row[1] == ""
         assert (await client.get("/jobs", "state=stuck")).status == 400
         assert (await client.get("/jobs", "before=abc")).status == 400
 

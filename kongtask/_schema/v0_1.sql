@@ -386,8 +386,11 @@ order by locked_at, queue_name limit %(limit)s
 -- name: dashboard_jobs_older
 -- A page of the job list, newest first, below the keyset cursor %(before)s (a job id; NULL for
 -- the first page): never OFFSET, so a page deep in a million jobs costs what the first does, plus
--- the rows the filters skip on the way. %(error)s is an ILIKE pattern.
-select j.id, j.task_identifier, j.queue_name, j.priority, j.run_at, j.run_at::text as run_at_text,
+-- the rows the filters skip on the way. %(error)s is an ILIKE pattern. A job's own queue (a uuid)
+-- is listed as no queue, as the overview counts it.
+select j.id, j.task_identifier,
+  case when j.queue_name like '________-____-____-____-____________' then null else j.queue_name end as queue_name,
+  j.priority, j.run_at, j.run_at::text as run_at_text,
   j.attempts, j.max_attempts, left(j.last_error, 300) as last_error, q.locked_by, s.state
 from {schema}.jobs as j
 left join {schema}.job_queues as q on q.queue_name = j.queue_name and q.locked_by is not null
@@ -413,7 +416,9 @@ order by j.id desc limit %(limit)s
 
 -- name: dashboard_jobs_newer
 -- The page before: the jobs just above the cursor %(after)s, oldest first (the caller reverses them).
-select j.id, j.task_identifier, j.queue_name, j.priority, j.run_at, j.run_at::text as run_at_text,
+select j.id, j.task_identifier,
+  case when j.queue_name like '________-____-____-____-____________' then null else j.queue_name end as queue_name,
+  j.priority, j.run_at, j.run_at::text as run_at_text,
   j.attempts, j.max_attempts, left(j.last_error, 300) as last_error, q.locked_by, s.state
 from {schema}.jobs as j
 left join {schema}.job_queues as q on q.queue_name = j.queue_name and q.locked_by is not null
