@@ -19,9 +19,13 @@ on conflict (identifier) do nothing
 -- no queue or in a queue that is available and that this statement could lock (queues another
 -- fetch is locking are skipped, as upstream does). Only the first job of each named queue is
 -- kept: a named queue never runs two jobs at once, even inside one batch (upstream's issue #621).
--- The order is upstream's, priority then run_at (then id, so that a batch is handed out as one
--- by one). The last column says how many rows the scan found: fewer than %(limit)s means nothing
--- else is due now.
+-- The order is upstream's, priority then run_at: the key of the index the scan walks
+-- (jobs_main_index), so that it stops after %(limit)s rows. Ordering the scan by id as well would
+-- sort every available job on each fetch (the index does not hold id in order), and jobs added by
+-- one statement all share run_at; ties go in the index's order, as upstream's do. A batch is
+-- still handed out by priority, run_at, then id. `taken` finds its rows by id through the primary
+-- key, whatever the planner guesses of `chosen`'s size. The last column says how many rows the
+-- scan found: fewer than %(limit)s means nothing else is due now.
 with task_ids as materialized (
   select id from {schema}._private_tasks where identifier = any(%(task_names)s::text[])
 ),
@@ -35,7 +39,7 @@ scanned as materialized (
       select q.id from {schema}._private_job_queues as q
       where q.is_available = true
       for update skip locked))
-  order by j.priority, j.run_at, j.id
+  order by j.priority, j.run_at
   limit %(limit)s
   for update of j skip locked
 ),
@@ -51,7 +55,7 @@ queues_taken as (
 taken as (
   update {schema}._private_jobs as j
   set attempts = j.attempts + 1, locked_by = %(worker_id)s, locked_at = now()
-  from chosen where j.id = chosen.id
+  where j.id = any(array(select id from chosen))
   returning j.*
 )
 select j.id, q.queue_name, t.identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
