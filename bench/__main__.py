@@ -1,4 +1,5 @@
-"""``python -m bench``: kongtask against Node graphile-worker 0.1.0 and the SQL ceiling.
+"""``python -m bench``: kongtask on both its schemas against Node graphile-worker (0.1.0 on the
+v0.1.0 schema, 0.18.0 on upstream's 0.18 schema) and the SQL ceiling.
 
 Runs on DATABASE_URL when set (creating one database per measurement next to it), else on a
 throwaway server of its own. Prints a table and writes the figures as JSON.
@@ -20,9 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from .ceiling import BATCH, pgbench_path
-from .node import node_command, node_version
+from .db import missing_schema
+from .node import node_about, node_command
 from .report import Baseline, Verdict, judge, ratios_json, render
-from .results import CEILINGS, DEFAULT_JOBS_LIST, KONGTASK_KINDS, Results, Unavailable, in_table_order
+from .results import (
+    CEILINGS,
+    DEFAULT_JOBS_LIST,
+    KONGTASK_ALL,
+    NODE_SYSTEMS,
+    SCHEMA_OF,
+    SCHEMAS,
+    V0_1,
+    WORKERS,
+    Results,
+    Unavailable,
+    in_table_order,
+)
 from .server import Server, ServerFacts, provide_server, read_facts
 from .suite import MEASUREMENTS, Settings, Suite
 from .workers import BENCH_DIR, WorkerCommand, kongtask_command, kongtask_package
@@ -38,7 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-samples", type=int, metavar="N", help="latency samples (default 1000; --quick 30)")
     parser.add_argument("--rounds", type=int, metavar="N", help="drain rounds, best kept (default 2; --quick 1)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="JSON output (default bench/results/<time>.json)")
-    parser.add_argument("--no-node", action="store_true", help="skip Node graphile-worker 0.1.0")
+    parser.add_argument("--no-node", action="store_true", help="skip Node graphile-worker (0.1.0 and 0.18.0)")
+    parser.add_argument(
+        "--schemas", metavar="NAME,NAME", default=",".join(SCHEMAS),
+        help="the database schemas whose systems run: v0.1.0 (kongtask's default; Node 0.1.0, the SQL"
+        " ceiling) and 0.18 (`kongtask migrate --to latest`; Node 0.18.0) (default %(default)s)",
+    )
     parser.add_argument(
         "--jobs-list", metavar="N,N,...", default=",".join(map(str, DEFAULT_JOBS_LIST)),
         help="the --jobs values each kongtask kind drains at (default %(default)s)",
@@ -64,6 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--jobs-list needs at least one --jobs value, each at least 1")
     if args.baseline is not None and not args.baseline.is_file():
         parser.error(f"--baseline: no file at {args.baseline}")
+    names = [name.strip() for name in args.schemas.split(",") if name.strip()]
+    schemas = {_SCHEMA_NAMES.get(name.lower(), name) for name in names}
+    if not schemas or schemas - set(SCHEMAS):
+        parser.error(f"--schemas takes {' and/or '.join(SCHEMAS)}, separated by a comma, not {args.schemas!r}")
+    args.schemas = tuple(schema for schema in SCHEMAS if schema in schemas)
     if args.latency_samples is not None and args.latency_samples < 2:
         parser.error("--latency-samples must be at least 2 (percentiles need two)")
     return args
@@ -78,31 +102,48 @@ def settings_from(args: argparse.Namespace) -> Settings:
         rounds=args.rounds or (1 if args.quick else 2),
         only=args.only,
         jobs_list=args.jobs_list,
+        schemas=args.schemas,
     )
 
 
-def available_systems(no_node: bool) -> tuple[dict[str, WorkerCommand], dict[str, str], dict[str, str]]:
-    """The workers that can run, the reasons the others cannot, and a line about each for the report."""
+#: What --schemas accepts besides the names themselves.
+_SCHEMA_NAMES = {"0.1.0": V0_1, "0.1": V0_1, "v0.1": V0_1, "v0.18": "0.18", "0.18.0": "0.18", "latest": "0.18"}
+
+
+def available_systems(
+    no_node: bool, schemas: tuple[str, ...] = SCHEMAS
+) -> tuple[dict[str, WorkerCommand], dict[str, str], dict[str, str]]:
+    """The workers that can run, the reasons the others cannot, and a line about each for the report.
+
+    Systems of a schema not in ``schemas`` are in none of the three: they are not part of the run.
+    """
     commands: dict[str, WorkerCommand] = {}
     missing: dict[str, str] = {}
     about: dict[str, str] = {}
     finders: list[tuple[str, Callable[[], WorkerCommand]]] = [
-        (system, partial(kongtask_command, system)) for system in KONGTASK_KINDS
+        *((system, partial(kongtask_command, system)) for system in KONGTASK_ALL),
+        *((system, partial(node_command, system)) for system in NODE_SYSTEMS),
     ]
-    for system, find in (*finders, ("node", node_command)):
-        if system == "node" and no_node:
+    for system, find in finders:
+        if SCHEMA_OF[system] not in schemas:
+            continue
+        if system in NODE_SYSTEMS and no_node:
             missing[system] = about[system] = "not run: --no-node"
+            continue
+        if reason := missing_schema(SCHEMA_OF[system]):
+            missing[system] = about[system] = reason
             continue
         try:
             commands[system] = find()
             about[system] = " ".join(commands[system].prefix)
         except Unavailable as exc:
             missing[system] = about[system] = str(exc)
-    for system in KONGTASK_KINDS:
+    for system in KONGTASK_ALL:
         if system in commands:
             about[system] += f" (kongtask package {kongtask_package(commands[system])})"
-    if "node" in commands:
-        about["node"] = f"graphile-worker 0.1.0 on node {node_version()}"
+    for system in NODE_SYSTEMS:
+        if system in commands:
+            about[system] = node_about(system)
     pgbench = pgbench_path()
     if pgbench is None:
         missing["pgbench"] = missing["pgbench-batched"] = "pgbench not installed"
@@ -111,6 +152,13 @@ def available_systems(no_node: bool) -> tuple[dict[str, WorkerCommand], dict[str
     about["pgbench-batched"] = f"{pgbench} {batched}" if pgbench else missing["pgbench"]
     about["psycopg"] = "prepared get_job + complete_job, one process per connection"
     about["psycopg-batched"] = f"prepared get_jobs ({BATCH}) + release_jobs, one process per connection"
+    about["psycopg-batched-0.18"] = f"prepared get_jobs ({BATCH}) + release_jobs of the 0.18 schema, likewise"
+    if reason := missing_schema("0.18"):
+        missing["psycopg-batched-0.18"] = about["psycopg-batched-0.18"] = reason
+    for system in CEILINGS:
+        if SCHEMA_OF[system] not in schemas:
+            missing.pop(system, None)
+            about.pop(system, None)
     return commands, missing, about
 
 
@@ -125,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args)
     started = datetime.now(timezone.utc)
     load = [os.getloadavg()[0]]
-    commands, missing, about = available_systems(args.no_node)
+    commands, missing, about = available_systems(args.no_node, args.schemas)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -135,14 +183,15 @@ def main(argv: list[str] | None = None) -> int:
         with provide_server(os.environ.get("DATABASE_URL") or None) as server:
             facts = read_facts(server)
             say(f"server: {server.origin}, {facts.describe()}")
-            for system in (*KONGTASK_KINDS, "node", *CEILINGS):
-                say(f"{system}: {about[system]}")
+            for system in (*WORKERS, *CEILINGS):
+                if system in about:
+                    say(f"{system}: {about[system]}")
             results = Suite(server, settings, scratch, commands, missing, say).run()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     load.append(os.getloadavg()[0])
     baseline = Baseline.read(args.baseline) if args.baseline else None
-    verdicts = judge(results, settings.jobs_list, baseline)
+    verdicts = judge(results, settings.jobs_list, baseline, settings.schemas)
     tables = render(results, verdicts, settings.jobs_list)
     print("\n".join(header(started, load, server, facts, settings, about)) + "\n" + tables)
     path = args.json or RESULTS_DIR / f"{started:%Y%m%d-%H%M%S}.json"
@@ -163,7 +212,8 @@ def header(
         f"server: {server.origin}, {facts.describe()}",
         f"        {durability_note(facts)}",
         f"drains: {settings.jobs_count} jobs (one insert statement), best of {settings.rounds} round(s), timing the"
-        f" whole `--once` process, start-up included; kongtask at --jobs {','.join(map(str, settings.jobs_list))}",
+        f" whole `--once` process, start-up included; kongtask at --jobs {','.join(map(str, settings.jobs_list))};"
+        f" schemas {', '.join(settings.schemas)}",
         f"latency: {settings.latency_samples} samples after {settings.latency_warmup} warm-up, workers taking turns;"
         f" start-up: median of {settings.startup_repeats}; every worker runs with NO_LOG_SUCCESS=1",
         *(f"{system}: {line}" for system, line in about.items()),
@@ -185,7 +235,7 @@ def report_json(
             "quick": args.quick, "jobs_count": settings.jobs_count, "latency_samples": settings.latency_samples,
             "latency_warmup": settings.latency_warmup, "startup_repeats": settings.startup_repeats,
             "rounds": settings.rounds, "jobs_list": list(settings.jobs_list),
-            "only": sorted(settings.only), "node": not args.no_node,
+            "only": sorted(settings.only), "node": not args.no_node, "schemas": list(settings.schemas),
             "baseline": str(args.baseline) if args.baseline else None,
         },
         "systems": about,

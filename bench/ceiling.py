@@ -8,7 +8,10 @@ This is the most any worker could drain on this server over N connections, in tw
   of them, two commits per batch (what the worker sends, without its buffer or its tasks).
 
 psycopg runs the very statements kongtask sends (prepared), one process per connection so the GIL
-plays no part; pgbench runs the same statements from C.
+plays no part; pgbench runs the same statements from C. Both run v0.1.0's statements on a v0.1.0
+database; psycopg also runs the batched form of 0.18's on a 0.18 database (``psycopg-batched-0.18``:
+pgbench cannot, since 0.18's ``get_jobs`` does not end in the ``update ... returning`` its script
+is cut from).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from kongtask._schema import schema_named
 from kongtask._schema.jobs import UPSTREAM_JOB_EXPIRY, text_array_literal
 
 from .db import SCHEMA, count_jobs, insert_jobs
-from .results import Measured, Unavailable
+from .results import V0_1, V0_18, Measured, Unavailable
 from .server import DEBIAN_PG15
 from .workers import KONGTASK_TASKS
 
@@ -54,16 +57,26 @@ _NO_FAILURES: dict[str, list[Any]] = {
 }
 
 
-def batched_statements() -> tuple[str, str]:
-    """kongtask's ``get_jobs`` and ``release_jobs``, or :class:`Unavailable` for a build without them."""
-    queries = schema_named(SCHEMA)
+def batched_statements(schema: str = V0_1) -> tuple[str, str]:
+    """kongtask's ``get_jobs`` and ``release_jobs`` for ``schema``, or :class:`Unavailable` for a build
+    without them."""
+    if schema == V0_18:
+        try:
+            from kongtask._schema import v0_18
+
+            queries: Any = v0_18.schema_named(SCHEMA)
+        except ImportError:
+            raise Unavailable("this kongtask has no statements for the 0.18 schema") from None
+    else:
+        queries = schema_named(SCHEMA)
     try:
         return queries.get_jobs, queries.release_jobs
     except AttributeError:
-        raise Unavailable("this kongtask has no get_jobs/release_jobs (a build before batching)") from None
+        raise Unavailable(f"this kongtask has no get_jobs/release_jobs for {schema} (a build before them)") from None
 
 
-def _single_loop(conn: psycopg.Connection[Any], worker_id: str) -> None:
+def _single_loop(conn: psycopg.Connection[Any], worker_id: str, schema: str = V0_1) -> None:
+    assert schema == V0_1, schema  # 0.18 has no get_job: its workers send their own statements
     queries = schema_named(SCHEMA)
     while True:
         job = conn.execute(queries.get_job, (worker_id, TASK_NAMES, UPSTREAM_JOB_EXPIRY), prepare=True).fetchone()
@@ -72,38 +85,46 @@ def _single_loop(conn: psycopg.Connection[Any], worker_id: str) -> None:
         conn.execute(queries.complete_job, (worker_id, job[0]), prepare=True)
 
 
-def _batched_loop(conn: psycopg.Connection[Any], worker_id: str) -> None:
-    get_jobs, release_jobs = batched_statements()
+def _batched_loop(conn: psycopg.Connection[Any], worker_id: str, schema: str = V0_1) -> None:
+    get_jobs, release_jobs = batched_statements(schema)
     fetch = dict(_FETCH_PARAMS, worker_id=worker_id)
     while True:
         # Every column of every row, as the worker reads them; the last one is `scanned`.
         rows = conn.execute(get_jobs, fetch, prepare=True).fetchall()
         if not rows:
             return
-        completed = {"completed_lock_ids": [worker_id] * len(rows), "completed_ids": [row[0] for row in rows]}
+        # Each schema's release_jobs reads the parameters it names (v0.1.0 the lock id of each job,
+        # 0.18 the pool's): psycopg leaves the others out.
+        completed = {
+            "worker_id": worker_id, "completed_lock_ids": [worker_id] * len(rows),
+            "completed_ids": [row[0] for row in rows],
+        }
         conn.execute(release_jobs, completed | _NO_FAILURES, prepare=True)
 
 
-_LOOPS: dict[str, Callable[[psycopg.Connection[Any], str], None]] = {"single": _single_loop, "batched": _batched_loop}
+_LOOPS: dict[str, Callable[[psycopg.Connection[Any], str, str], None]] = {
+    "single": _single_loop, "batched": _batched_loop,
+}
 
 
-def _drain_loop(url: str, form: str, worker_id: str, ready: Event, go: Event) -> None:
+def _drain_loop(url: str, form: str, schema: str, worker_id: str, ready: Event, go: Event) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         ready.set()
         go.wait()
-        _LOOPS[form](conn, worker_id)
+        _LOOPS[form](conn, worker_id, schema)
 
 
-def psycopg_ceiling(url: str, count: int, connections: int, form: str = "single") -> Measured:
-    """``form`` is ``single`` (get_job, complete_job) or ``batched`` (get_jobs, release_jobs)."""
+def psycopg_ceiling(url: str, count: int, connections: int, form: str = "single", schema: str = V0_1) -> Measured:
+    """``form`` is ``single`` (get_job, complete_job) or ``batched`` (get_jobs, release_jobs), on a
+    database of ``schema`` (0.18: batched only)."""
     if form == "batched":
-        batched_statements()  # a build without them says so here, not in a child process
-    insert_jobs(url, count)
+        batched_statements(schema)  # a build without them says so here, not in a child process
+    insert_jobs(url, count, schema)
     context = multiprocessing.get_context("fork")
     go = context.Event()
     readies = [context.Event() for _ in range(connections)]
     procs = [
-        context.Process(target=_drain_loop, args=(url, form, f"ceiling-worker-{n:03d}", ready, go))
+        context.Process(target=_drain_loop, args=(url, form, schema, f"ceiling-worker-{n:03d}", ready, go))
         for n, ready in enumerate(readies)
     ]
     for proc in procs:
@@ -156,7 +177,7 @@ _PARAMETER = re.compile(r"%\((\w+)\)s")
 
 
 def _pgbench_batched_script() -> tuple[str, dict[str, str]]:
-    """The batched loop for pgbench, and the ``-D`` variables it reads.
+    r"""The batched loop for pgbench, and the ``-D`` variables it reads.
 
     One transaction of the script is two statements, as the worker sends them: kongtask's
     ``get_jobs``, whose rows come back as two arrays (their ids, and the lock id once per row), then

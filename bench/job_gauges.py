@@ -23,6 +23,7 @@ import psycopg
 from kongtask._schema import v0_1, v0_18
 
 from .db import SCHEMA, fresh_database
+from .results import V0_1, V0_18
 from .server import provide_server, read_facts
 
 _FILL_V0_1 = """
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'generation':<10} {'fill s':>7} {'median ms':>10} {'min ms':>7} {'max ms':>7} {'rows':>5}")
         for generation in chosen:
             fill, statement, to = GENERATIONS[generation]
-            with fresh_database(server, f"gauges_{generation.replace('.', '_')}", to=to) as url:
+            with fresh_database(server, f"gauges_{generation.replace('.', '_')}", V0_18 if to else V0_1) as url:
                 filled, times, rows = measure(url, fill, statement, args.jobs_count, args.repeats)
             print(f"{generation:<10} {filled:>7.1f} {statistics.median(times):>10.0f} {min(times):>7.0f} "
                   f"{max(times):>7.0f} {rows:>5}", flush=True)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .db import count_jobs, insert_jobs
-from .results import Measured, Unavailable
+from .results import V0_1, Measured, Unavailable
 from .workers import Exit, WorkerCommand, run_to_exit
 
 
@@ -44,9 +44,9 @@ def startup(
     }
 
 
-def drain(command: WorkerCommand, url: str, count: int, jobs: int, logs: Path) -> Measured:
+def drain(command: WorkerCommand, url: str, count: int, jobs: int, logs: Path, schema: str = V0_1) -> Measured:
     """Insert ``count`` jobs in one statement, then time ``--once --jobs N`` until none are left."""
-    insert_jobs(url, count)
+    insert_jobs(url, count, schema)
     log = logs / f"{command.system}-drain-j{jobs}.log"
     exit = _checked(run_to_exit(command, url, jobs, log), f"{command.system} worker --once --jobs {jobs}")
     remaining = count_jobs(url)

@@ -1,9 +1,11 @@
 """The printed tables and the targets kongtask is held to.
 
-kongtask is measured as two systems: ``kongtask`` runs ``async def`` tasks, ``kongtask-def`` their
-plain ``def`` twins. Every ratio is one of them divided by another system's figure, both from the
-same run: the machines are shared and noisy, so absolute numbers drift between runs while ratios
-hold. The one exception, ``--baseline``, compares with an earlier run (another build), and says so.
+kongtask is measured as two kinds of system: ``kongtask`` runs ``async def`` tasks, ``kongtask-def``
+their plain ``def`` twins; each on a v0.1.0 database and, as ``kongtask-0.18`` and
+``kongtask-def-0.18``, on a 0.18 one. Every ratio is one of them divided by another system's figure,
+both from the same run: the machines are shared and noisy, so absolute numbers drift between runs
+while ratios hold. The one exception, ``--baseline``, compares with an earlier run (another build),
+and says so.
 """
 
 from __future__ import annotations
@@ -17,28 +19,54 @@ from .results import (
     CEILING_CONNECTIONS,
     CEILINGS,
     DEFAULT_JOBS,
+    KONGTASK_ALL,
     KONGTASK_KINDS,
+    KONGTASK_KINDS_0_18,
+    NODE_0_18_JOBS,
+    SAME_KIND_ON_V0_1,
+    SCHEMA_OF,
+    SCHEMAS,
+    V0_1,
+    V0_18,
     Metric,
     Results,
     in_table_order,
     metric,
 )
 
-#: The worker systems, columns of the main table.
-_COLUMNS = (("kongtask", "kongtask async"), ("kongtask-def", "kongtask def"), ("node", "node 0.1.0"))
+#: The worker systems by schema: the columns of one table each.
+_COLUMNS = {
+    V0_1: (("kongtask", "kongtask async"), ("kongtask-def", "kongtask def"), ("node", "node 0.1.0")),
+    V0_18: (
+        ("kongtask-0.18", "kongtask async"), ("kongtask-def-0.18", "kongtask def"),
+        ("node-0.18", "node 0.18"), ("node-0.18-batched", "node 0.18 batched"),
+    ),
+}
 #: The SQL ceiling, rows of a table of its own.
 _CEILING_TITLES = {
     "psycopg": "ceiling psycopg", "pgbench": "ceiling pgbench",
     "psycopg-batched": "ceiling batched psycopg", "pgbench-batched": "ceiling batched pgbench",
+    "psycopg-batched-0.18": "ceiling batched psycopg, 0.18",
 }
-#: The kongtask systems, and the short name of each kind in ratio titles and target texts.
-KINDS = (("kongtask", "async"), ("kongtask-def", "def"))
-#: The main ratio table's columns: (ours, theirs, title). def/async says what a plain def task costs.
-RATIOS = (
-    ("kongtask-def", "kongtask", "def/async"),
-    ("kongtask", "node", "async/node"),
-    ("kongtask-def", "node", "def/node"),
-)
+#: The kongtask systems, and the short name of each in ratio titles and target texts.
+KINDS = (("kongtask", "async"), ("kongtask-def", "def"), ("kongtask-0.18", "async 0.18"),
+         ("kongtask-def-0.18", "def 0.18"))
+#: The ratio tables' columns by schema: (ours, theirs, title). def/async says what a plain def
+#: task costs; 0.18/v0.1.0 what the modern schema gains (issue 13).
+RATIOS = {
+    V0_1: (
+        ("kongtask-def", "kongtask", "def/async"),
+        ("kongtask", "node", "async/node"),
+        ("kongtask-def", "node", "def/node"),
+    ),
+    V0_18: (
+        ("kongtask-0.18", "kongtask", "async 0.18/v0.1.0"),
+        ("kongtask-def-0.18", "kongtask-def", "def 0.18/v0.1.0"),
+        ("kongtask-def-0.18", "kongtask-0.18", "def/async 0.18"),
+        ("kongtask-0.18", "node-0.18-batched", "async 0.18/node batched"),
+        ("kongtask-def-0.18", "node-0.18-batched", "def 0.18/node batched"),
+    ),
+}
 
 #: Issue 12 ("throughput stage 2"): what batched fetch and release must reach.
 THROUGHPUT_VS_CEILING = 0.8  # the best configuration, against the batched 4-connection ceiling (pgbench)
@@ -47,15 +75,23 @@ RSS_MB = 60.0
 DEF_VS_ASYNC = 0.8  # at every --jobs
 VS_BASELINE = 3.0  # the best drain, against the best of the build before batching (--baseline)
 
+#: Issue 13 ("the modern schema, measured"): kongtask on 0.18 with jobs in no queue.
+VS_OWN_V0_1 = 1.5  # each kind's drain, against the same kind at the same --jobs on v0.1.0
+VS_NODE_BATCHED = 0.5  # the best 0.18 configuration, against Node 0.18 with its local queue
+
 
 _LEGEND = [
-    "-: not measured for that system (Node 0.1.0's --once runs one worker, so Node drains at --jobs 1 only).",
-    "   Ratios are ours / theirs, from this same run.",
+    "-: not measured for that system (Node 0.1.0's --once runs one worker, so it drains at --jobs 1 only;",
+    f"   Node 0.18 drains at --jobs {NODE_0_18_JOBS} only). Ratios are ours / theirs, from this same run.",
     "kongtask async: `async def` tasks (bench/tasks); kongtask def: the same tasks as plain `def`",
     "   (bench/tasks_def), which kongtask runs on a thread of the worker's instead of its event loop.",
+    "v0.1.0 schema: every job in a queue of its own, as v0.1.0's add_job makes them; 0.18 schema",
+    "   (`kongtask migrate --to latest`): jobs in no queue, add_job's default there. node 0.18: its defaults;",
+    "   node 0.18 batched: localQueue.size 500 and completeJobBatchDelay 0 (a preset).",
     "ceiling psycopg/pgbench: get_job, then complete_job, in a tight loop, one job per round trip (what Node",
     "   0.1.0 and kongtask before batching do). ceiling batched: kongtask's get_jobs (50 jobs) then release_jobs",
-    "   for all of them, in a tight loop. Worker CPU per job includes the process start-up.",
+    "   for all of them, in a tight loop (v0.1.0's statements; `, 0.18`: 0.18's, on a 0.18 database); async/it",
+    "   and def/it take kongtask on the ceiling's schema. Worker CPU per job includes the process start-up.",
 ]
 
 
@@ -132,11 +168,17 @@ def _kind_jobs(system: str, jobs: int) -> str:
     return f"{dict(KINDS)[system]} --jobs {jobs}"
 
 
-def targets(results: Results, jobs_list: tuple[int, ...]) -> list[Target]:
-    """Issue 12's targets, then the earlier ones that still hold (Node, latency, start-up).
+def targets(results: Results, jobs_list: tuple[int, ...], schemas: tuple[str, ...] = SCHEMAS) -> list[Target]:
+    """Issue 12's targets (on v0.1.0), the earlier ones that still hold (Node, latency, start-up),
+    then issue 13's (on 0.18); only those of the schemas this run chose.
 
     Some depend on this run's figures: the best configuration is whichever drained fastest.
     """
+    found = _targets_v0_1(results, jobs_list) + _targets_0_18(results, jobs_list)
+    return [target for target in found if SCHEMA_OF[target.system] in schemas]
+
+
+def _targets_v0_1(results: Results, jobs_list: tuple[int, ...]) -> list[Target]:
     best = best_drain(results, jobs_list)
     best_system, best_jobs = (best[0], best[1]) if best else ("kongtask", max(jobs_list))
     best_who = f"best ({_kind_jobs(best_system, best_jobs)})" if best else "best"
@@ -149,7 +191,7 @@ def targets(results: Results, jobs_list: tuple[int, ...]) -> list[Target]:
                f"drain >= {VS_BASELINE:g}x the best of the build before batching (--baseline)",
                "baseline", None, best_who),
     ]
-    for system, _ in KINDS:
+    for system in KONGTASK_KINDS:
         fastest = best_drain(results, jobs_list, (system,))
         jobs = fastest[1] if fastest else DEFAULT_JOBS
         found.append(Target(system, f"cpu_j{jobs}", False, CPU_PER_JOB_US,
@@ -162,7 +204,7 @@ def targets(results: Results, jobs_list: tuple[int, ...]) -> list[Target]:
         for jobs in jobs_list
     ]
     found += [
-        Target(system, "drain_j1", True, 1.0, "drain --jobs 1 >= 1.0x Node", "node") for system, _ in KINDS
+        Target(system, "drain_j1", True, 1.0, "drain --jobs 1 >= 1.0x Node", "node") for system in KONGTASK_KINDS
     ]
     found += [
         Target("kongtask", "latency_avg", False, 1.0, "latency avg <= Node's", "node"),
@@ -171,9 +213,28 @@ def targets(results: Results, jobs_list: tuple[int, ...]) -> list[Target]:
     return found
 
 
-def judge(results: Results, jobs_list: tuple[int, ...], baseline: Baseline | None = None) -> list[Verdict]:
+def _targets_0_18(results: Results, jobs_list: tuple[int, ...]) -> list[Target]:
+    """Issue 13: on 0.18, each kind at each --jobs against itself on v0.1.0, and the best
+    configuration against Node 0.18 with its local queue."""
+    found = [
+        Target(system, f"drain_j{jobs}", True, VS_OWN_V0_1,
+               f"drain --jobs {jobs} >= {VS_OWN_V0_1:g}x the same on v0.1.0", SAME_KIND_ON_V0_1[system])
+        for system in KONGTASK_KINDS_0_18 for jobs in jobs_list
+    ]
+    best = best_drain(results, jobs_list, KONGTASK_KINDS_0_18)
+    best_system, best_jobs = (best[0], best[1]) if best else ("kongtask-0.18", max(jobs_list))
+    best_who = f"best ({_kind_jobs(best_system, best_jobs)})" if best else "best (0.18)"
+    found.append(Target(best_system, f"drain_j{best_jobs}", True, VS_NODE_BATCHED,
+                        f"drain >= {VS_NODE_BATCHED:g}x Node 0.18 batched (--jobs {NODE_0_18_JOBS})",
+                        "node-0.18-batched", f"drain_j{NODE_0_18_JOBS}", best_who))
+    return found
+
+
+def judge(
+    results: Results, jobs_list: tuple[int, ...], baseline: Baseline | None = None, schemas: tuple[str, ...] = SCHEMAS
+) -> list[Verdict]:
     verdicts = []
-    for target in targets(results, jobs_list):
+    for target in targets(results, jobs_list, schemas):
         note = ""
         if target.against == "baseline":
             actual, note = _against_baseline(results, target, baseline)
@@ -223,32 +284,41 @@ def render(results: Results, verdicts: list[Verdict], jobs_list: tuple[int, ...]
         value = ratio(results, key, ours, theirs)
         return "-" if value is None else f"{value:.2f}x"
 
-    workers = [system for system, _ in _COLUMNS]
-    shown = [m for m in in_table_order(results.figures) if any(results.cell(m.key, s) for s in workers)]
-    rows = [[f"{m.label} ({m.unit})", *(cell(m, system) for system in workers)] for m in shown]
-    lines = _table(["metric", *(title for _, title in _COLUMNS)], rows)
+    every = in_table_order(results.figures)
+    lines: list[str] = []
+    # One table per schema, its workers as columns; a schema the run left out has none.
+    for schema, columns in _COLUMNS.items():
+        workers = [system for system, _ in columns]
+        shown = [m for m in every if any(results.cell(m.key, s) for s in workers)]
+        if shown:
+            rows = [[f"{m.label} ({m.unit})", *(cell(m, system) for system in workers)] for m in shown]
+            lines += [*_table([f"{schema} schema", *(title for _, title in columns)], rows), ""]
 
     connections = [c for c in CEILING_CONNECTIONS if any(results.cell(f"drain_j{c}", s) for s in CEILINGS)]
-    if connections:
-        lines.append("")
+    ceilings = [system for system in CEILINGS if any(results.cell(f"drain_j{c}", system) for c in connections)]
+    if ceilings:
         header = ["SQL ceiling (jobs/s)", *(f"{c} conn{'s' if c > 1 else ''}" for c in connections)]
-        header += [f"{kind}/it j{c}" for _, kind in KINDS for c in connections]
+        header += [f"{kind}/it j{c}" for _, kind in KINDS[:2] for c in connections]
+        # Each ceiling against kongtask on the ceiling's own schema.
         ceiling_rows = [
             [_CEILING_TITLES[system], *(cell(metric(f"drain_j{c}"), system) for c in connections),
-             *(ratio_cell(f"drain_j{c}", ours, system) for ours, _ in KINDS for c in connections)]
-            for system in CEILINGS
+             *(ratio_cell(f"drain_j{c}", _on_schema(ours, SCHEMA_OF[system]), system)
+               for ours in KONGTASK_KINDS for c in connections)]
+            for system in ceilings
         ]
         lines += _table(header, ceiling_rows)
     lines += [f"[{number}] n/a ({reason})" for reason, number in notes.items()]
-    lines.append("")
-    # The ratios get a table of their own: more figure columns in one would not fit a terminal.
-    ratio_rows = [
-        [f"{m.label} ({m.unit})", *(ratio_cell(m.key, ours, theirs) for ours, theirs, _ in RATIOS)]
-        for m in shown
-        if any(ratio(results, m.key, ours, theirs) is not None for ours, theirs, _ in RATIOS)
-    ]
-    if ratio_rows:
-        lines += _table(["ratio", *(title for _, _, title in RATIOS)], ratio_rows)
+    if ceilings or notes:
+        lines.append("")
+    # The ratios get tables of their own: more figure columns in one would not fit a terminal.
+    for columns in RATIOS.values():
+        ratio_rows = [
+            [f"{m.label} ({m.unit})", *(ratio_cell(m.key, ours, theirs) for ours, theirs, _ in columns)]
+            for m in every
+            if any(ratio(results, m.key, ours, theirs) is not None for ours, theirs, _ in columns)
+        ]
+        if ratio_rows:
+            lines += [*_table(["ratio", *(title for _, _, title in columns)], ratio_rows), ""]
     lines += _best_lines(results, jobs_list)
     lines += _LEGEND
     lines.append("")
@@ -259,18 +329,39 @@ def render(results: Results, verdicts: list[Verdict], jobs_list: tuple[int, ...]
     return "\n".join(lines)
 
 
+def _on_schema(kind: str, schema: str) -> str:
+    """The kongtask system of ``kind`` (``kongtask`` or ``kongtask-def``) on ``schema``."""
+    if schema == V0_1:
+        return kind
+    return next(system for system, same in SAME_KIND_ON_V0_1.items() if same == kind)
+
+
 def _best_lines(results: Results, jobs_list: tuple[int, ...]) -> list[str]:
-    best = best_drain(results, jobs_list)
-    if best is None:
-        return []
-    system, jobs, value = best
-    line = f"best kongtask: {_kind_jobs(system, jobs)}, {value:,.0f} jobs/s"
+    lines = []
     conns = max(CEILING_CONNECTIONS)
-    # Against the batched ceiling (issue 12's yardstick) and the single-job one (the build before it).
-    for ceiling in ("pgbench-batched", "pgbench"):
-        if other := results.value(f"drain_j{conns}", ceiling):
-            line += f"; {value / other:.2f}x {_CEILING_TITLES[ceiling]} at {conns} conns"
-    return [line]
+    best = best_drain(results, jobs_list)
+    if best is not None:
+        system, jobs, value = best
+        line = f"best kongtask on v0.1.0: {_kind_jobs(system, jobs)}, {value:,.0f} jobs/s"
+        # Against the batched ceiling (issue 12's yardstick) and the single-job one (the build before it).
+        for ceiling in ("pgbench-batched", "pgbench"):
+            if other := results.value(f"drain_j{conns}", ceiling):
+                line += f"; {value / other:.2f}x {_CEILING_TITLES[ceiling]} at {conns} conns"
+        lines.append(line)
+    best = best_drain(results, jobs_list, KONGTASK_KINDS_0_18)
+    if best is not None:
+        system, jobs, value = best
+        line = f"best kongtask on 0.18: {_kind_jobs(system, jobs)}, {value:,.0f} jobs/s"
+        # Against the peer (issue 13's yardstick), itself on v0.1.0, and the 0.18 statements alone.
+        for node in ("node-0.18-batched", "node-0.18"):
+            if other := results.value(f"drain_j{NODE_0_18_JOBS}", node):
+                line += f"; {value / other:.2f}x {node} --jobs {NODE_0_18_JOBS} ({other:,.0f})"
+        if other := results.value(f"drain_j{jobs}", SAME_KIND_ON_V0_1[system]):
+            line += f"; {value / other:.2f}x itself on v0.1.0"
+        if other := results.value(f"drain_j{conns}", "psycopg-batched-0.18"):
+            line += f"; {value / other:.2f}x {_CEILING_TITLES['psycopg-batched-0.18']} at {conns} conns"
+        lines.append(line)
+    return lines
 
 
 def _actual(verdict: Verdict) -> str:
@@ -297,12 +388,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def ratios_json(results: Results) -> dict[str, dict[str, dict[str, float | None]]]:
-    """``{kongtask system: {metric: {other system: ratio}}}``, against every other system."""
-    others = {ours: tuple(s for s in ("node", *CEILINGS, *KONGTASK_KINDS) if s != ours) for ours, _ in KINDS}
+    """``{kongtask system: {metric: {other system: ratio}}}``, against every other system that ran."""
+    systems = {system for cells in results.figures.values() for system in cells}
     return {
         ours: {
-            key: {theirs: ratio(results, key, ours, theirs) for theirs in others[ours]}
+            key: {theirs: ratio(results, key, ours, theirs) for theirs in sorted(systems - {ours})}
             for key in results.figures
         }
-        for ours, _ in KINDS
+        for ours in KONGTASK_ALL if ours in systems
     }

@@ -7,15 +7,42 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The two database schemas kongtask runs on (``--schemas``): v0.1.0's, its default, and upstream
+#: graphile-worker 0.18's (``kongtask migrate --to latest``).
+V0_1, V0_18 = "v0.1.0", "0.18"
+SCHEMAS = (V0_1, V0_18)
+
 #: The systems compared. ``kongtask`` runs ``async def`` tasks, ``kongtask-def`` their plain ``def``
-#: twins. The others are the SQL ceiling, the worker's statements in a tight loop with no worker
+#: twins, both on a v0.1.0 database; ``kongtask-0.18`` and ``kongtask-def-0.18`` the same on a 0.18
+#: database. ``node`` is graphile-worker 0.1.0 (on v0.1.0); ``node-0.18`` graphile-worker 0.18.0 with
+#: its defaults and ``node-0.18-batched`` the same with its local queue and batched completions (on
+#: 0.18). The others are the SQL ceiling, the worker's statements in a tight loop with no worker
 #: around them: ``psycopg`` and ``pgbench`` one job at a time (get_job, complete_job), the
-#: ``-batched`` ones kongtask's batched get_jobs and release_jobs.
+#: ``-batched`` ones kongtask's batched get_jobs and release_jobs, on v0.1.0, and
+#: ``psycopg-batched-0.18`` kongtask's batched statements for 0.18.
 KONGTASK_KINDS = ("kongtask", "kongtask-def")
+KONGTASK_KINDS_0_18 = ("kongtask-0.18", "kongtask-def-0.18")
+KONGTASK_ALL = (*KONGTASK_KINDS, *KONGTASK_KINDS_0_18)
+NODE_0_18 = ("node-0.18", "node-0.18-batched")
+NODE_SYSTEMS = ("node", *NODE_0_18)
+#: Every worker process the benchmark starts, in the order they take turns.
+WORKERS = ("node", *KONGTASK_KINDS, *NODE_0_18, *KONGTASK_KINDS_0_18)
 SINGLE_CEILINGS = ("psycopg", "pgbench")
-BATCHED_CEILINGS = ("psycopg-batched", "pgbench-batched")
+BATCHED_CEILINGS = ("psycopg-batched", "pgbench-batched", "psycopg-batched-0.18")
 CEILINGS = (*SINGLE_CEILINGS, *BATCHED_CEILINGS)
-SYSTEMS = (*KONGTASK_KINDS, "node", *CEILINGS)
+SYSTEMS = (*WORKERS, *CEILINGS)
+
+#: The schema each system's databases hold.
+SCHEMA_OF: dict[str, str] = {
+    system: V0_18 if system in (*KONGTASK_KINDS_0_18, *NODE_0_18, "psycopg-batched-0.18") else V0_1
+    for system in SYSTEMS
+}
+#: A kongtask system on 0.18 and the same kind of task on v0.1.0: the pairs issue 13 compares.
+SAME_KIND_ON_V0_1 = {"kongtask-0.18": "kongtask", "kongtask-def-0.18": "kongtask-def"}
+
+#: Node graphile-worker 0.18 drains at this ``--jobs`` only, whatever ``--jobs-list`` says: the
+#: concurrency issue 13's figures for it were taken at (its ``--once`` runs that many workers).
+NODE_0_18_JOBS = 8
 
 #: The ``--jobs`` values every kongtask kind drains at (``--jobs-list``); the ceiling runs at 1 and 4.
 DEFAULT_JOBS_LIST = (1, 4, 8, 16)

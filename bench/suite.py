@@ -1,12 +1,13 @@
 """The order of work: each measurement on a fresh database, systems side by side.
 
 Measurements of one kind run back to back across the systems (ceiling, Node, kongtask with
-``async def`` tasks, kongtask with ``def`` tasks), so a load spike on this shared machine hits the
-figures being compared with each other, not just one of them. Drains repeat for ``rounds`` and keep
-each system's best round: interference only ever slows a drain down, so the best round is the one
-closest to what the system can do; the two kongtask kinds swap places every round, so neither
-always runs right after the other. Start-up and latency go further: the workers take turns, run by
-run and sample by sample.
+``async def`` tasks, kongtask with ``def`` tasks, each on the schemas chosen), so a load spike on
+this shared machine hits the figures being compared with each other, not just one of them. Drains
+repeat for ``rounds`` and keep each system's best round: interference only ever slows a drain down,
+so the best round is the one closest to what the system can do. Each kongtask kind drains on
+v0.1.0 and on 0.18 one right after the other (the pair issue 13 compares), and the order of the
+four turns round every round, so no system always runs right after another. Start-up and latency
+go further: the workers take turns, run by run and sample by sample.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from .results import (
     CEILINGS,
     KONGTASK_KINDS,
     LATENCY_METRICS,
+    NODE_0_18,
+    NODE_0_18_JOBS,
+    SAME_KIND_ON_V0_1,
+    SCHEMA_OF,
+    SCHEMAS,
+    WORKERS,
     Measured,
     Results,
     Unavailable,
@@ -34,6 +41,9 @@ from .server import Server
 from .workers import WorkerCommand
 
 MEASUREMENTS = ("startup", "drain", "latency", "ceiling")
+
+#: Each kongtask kind's system on 0.18.
+_ON_0_18 = {kind: system for system, kind in SAME_KIND_ON_V0_1.items()}
 
 #: The workers of a side-by-side measurement: system -> (how to start it, its database URL).
 _Workers = Mapping[str, tuple[WorkerCommand, str]]
@@ -48,6 +58,11 @@ class Settings:
     rounds: int
     only: frozenset[str]
     jobs_list: tuple[int, ...]  # the --jobs values each kongtask kind drains at
+    schemas: tuple[str, ...] = SCHEMAS  # the schemas whose systems run (--schemas)
+
+    def chosen(self, system: str) -> bool:
+        """Whether ``system`` runs at all: its schema is one of ``--schemas``."""
+        return SCHEMA_OF[system] in self.schemas
 
 
 @dataclass
@@ -86,25 +101,32 @@ class Suite:
         return self.results
 
     def _drains(self, round_: int) -> None:
-        """One round: by ``--jobs`` (connections, for the ceiling), the ceiling first, then Node (at 1),
-        then the two kongtask kinds."""
+        """One round: by ``--jobs`` (connections, for the ceiling), the ceiling first, then Node (0.1.0
+        at 1, 0.18 at :data:`NODE_0_18_JOBS`), then the kongtask systems, each kind on both schemas
+        in a row; every other round in the reverse order."""
         only = self.settings.only
-        kinds = KONGTASK_KINDS if round_ % 2 else KONGTASK_KINDS[::-1]
+        kongtask = [system for kind in KONGTASK_KINDS for system in (kind, _ON_0_18[kind])]
+        kongtask = kongtask if round_ % 2 else kongtask[::-1]
         ceiling = CEILING_CONNECTIONS if "ceiling" in only else ()
         drains = self.settings.jobs_list if "drain" in only else ()
-        for jobs in sorted({*ceiling, *drains}):
+        node_0_18 = (NODE_0_18_JOBS,) if "drain" in only and any(map(self.settings.chosen, NODE_0_18)) else ()
+        for jobs in sorted({*ceiling, *drains, *node_0_18}):
             if jobs in ceiling:
                 self._ceiling(jobs)
-            if jobs in drains:
-                name = f"drain_j{jobs}"
-                for system in ("node", *kinds) if jobs == 1 else kinds:
+            node = ["node"] if jobs == 1 and jobs in drains else []
+            node += list(NODE_0_18) if jobs in node_0_18 else []
+            name = f"drain_j{jobs}"
+            for system in [*node, *(kongtask if jobs in drains else [])]:
+                if self.settings.chosen(system):
                     self._measure(name, system, (name, f"cpu_j{jobs}", f"rss_j{jobs}"), self._drain(jobs))
 
     def _startup(self, workers: _Workers) -> dict[str, Measured | Unavailable]:
         return startup(workers, self.settings.startup_repeats, self.scratch)
 
     def _drain(self, jobs: int) -> Callable[[str, str], Measured]:
-        return lambda system, url: drain(self.commands[system], url, self.settings.jobs_count, jobs, self.scratch)
+        return lambda system, url: drain(
+            self.commands[system], url, self.settings.jobs_count, jobs, self.scratch, SCHEMA_OF[system]
+        )
 
     def _latency(self, workers: _Workers) -> dict[str, Measured | Unavailable]:
         return latency(workers, self.settings.latency_samples, self.settings.latency_warmup, self.scratch)
@@ -112,7 +134,8 @@ class Suite:
     def _ceiling(self, connections: int) -> None:
         name = f"drain_j{connections}"
         for system in CEILINGS:
-            self._measure(name, system, (name,), self._ceiling_run(system, connections))
+            if self.settings.chosen(system):
+                self._measure(name, system, (name,), self._ceiling_run(system, connections))
 
     def _ceiling_run(self, system: str, connections: int) -> Callable[[str, str], Measured]:
         count = self.settings.jobs_count
@@ -120,7 +143,7 @@ class Suite:
 
         def run(_: str, url: str) -> Measured:
             if system.startswith("psycopg"):
-                return psycopg_ceiling(url, count, connections, form)
+                return psycopg_ceiling(url, count, connections, form, SCHEMA_OF[system])
             return pgbench_ceiling(url, count, connections, self.scratch, form)
 
         return run
@@ -132,7 +155,7 @@ class Suite:
             rounds.outcomes.append(Unavailable(self.missing[system]))
             return
         try:
-            with fresh_database(self.server, f"{name}_{system}") as url:
+            with fresh_database(self.server, f"{name}_{system}", SCHEMA_OF[system]) as url:
                 outcome: Measured | Unavailable = run(system, url)
         except Unavailable as exc:
             outcome = exc
@@ -157,7 +180,7 @@ class Suite:
     ) -> None:
         """Every worker in one measurement, taking turns, each on a database of its own."""
         systems: list[str] = []
-        for system in ("node", *KONGTASK_KINDS):
+        for system in filter(self.settings.chosen, WORKERS):
             if system in self.commands:
                 systems.append(system)
             else:
@@ -166,7 +189,10 @@ class Suite:
             return
         with ExitStack() as stack:
             workers: dict[str, tuple[WorkerCommand, str]] = {
-                system: (self.commands[system], stack.enter_context(fresh_database(self.server, f"{name}_{system}")))
+                system: (
+                    self.commands[system],
+                    stack.enter_context(fresh_database(self.server, f"{name}_{system}", SCHEMA_OF[system])),
+                )
                 for system in systems
             }
             outcomes = run(workers)
@@ -179,7 +205,7 @@ class Suite:
 
     def _show(self, name: str, system: str, outcome: Measured | Unavailable) -> None:
         if isinstance(outcome, Unavailable):
-            self.say(f"  {name:<9} {system:<12} n/a ({outcome})")
+            self.say(f"  {name:<9} {system:<20} n/a ({outcome})")
         else:
             shown = ", ".join(f"{key} {value:,.2f}" for key, value in outcome.figures.items())
-            self.say(f"  {name:<9} {system:<12} {shown}")
+            self.say(f"  {name:<9} {system:<20} {shown}")

@@ -14,11 +14,15 @@ from .results import Unavailable
 
 BENCH_DIR = Path(__file__).resolve().parent
 LAUNCHER = BENCH_DIR / "launch.py"
-#: kongtask is measured twice, as two systems: with ``async def`` tasks and with plain ``def`` twins
-#: of them (what most users write). The same task names in both, so the workers fetch alike.
+#: kongtask is measured as two kinds of system: with ``async def`` tasks and with plain ``def`` twins
+#: of them (what most users write), on each schema. The same task names in both, so the workers
+#: fetch alike; the worker finds out which schema the database holds by itself.
 KONGTASK_TASKS = BENCH_DIR / "tasks"
 KONGTASK_DEF_TASKS = BENCH_DIR / "tasks_def"
-KONGTASK_SYSTEMS: dict[str, Path] = {"kongtask": KONGTASK_TASKS, "kongtask-def": KONGTASK_DEF_TASKS}
+KONGTASK_SYSTEMS: dict[str, Path] = {
+    "kongtask": KONGTASK_TASKS, "kongtask-def": KONGTASK_DEF_TASKS,
+    "kongtask-0.18": KONGTASK_TASKS, "kongtask-def-0.18": KONGTASK_DEF_TASKS,
+}
 
 #: A drain of 20,000 jobs takes seconds to a minute or two; this only stops a hung worker.
 RUN_TIMEOUT_S = 900.0

@@ -23,9 +23,13 @@ on conflict (identifier) do nothing
 -- no queue or in a queue that is available and that this statement could lock (queues another
 -- fetch is locking are skipped, as upstream does). Only the first job of each named queue is
 -- kept: a named queue never runs two jobs at once, even inside one batch (upstream's issue #621).
--- The order is upstream's, priority then run_at (then id, so that a batch is handed out as one
--- by one). The last column says how many rows the scan found: fewer than %(limit)s means nothing
--- else is due now.
+-- The order is upstream's, priority then run_at: the key of the index the scan walks
+-- (jobs_main_index), so that it stops after %(limit)s rows. Ordering the scan by id as well would
+-- sort every available job on each fetch (the index does not hold id in order), and jobs added by
+-- one statement all share run_at; ties go in the index's order, as upstream's do. A batch is
+-- still handed out by priority, run_at, then id. `taken` finds its rows by id through the primary
+-- key, whatever the planner guesses of `chosen`'s size. The last column says how many rows the
+-- scan found: fewer than %(limit)s means nothing else is due now.
 with task_ids as materialized (
   select id from {schema}._private_tasks where identifier = any(%(task_names)s::text[])
 ),
@@ -40,7 +44,7 @@ scanned as materialized (
       select q.id from {schema}._private_job_queues as q
       where q.is_available = true
       for update skip locked))
-  order by j.priority, j.run_at, j.id
+  order by j.priority, j.run_at
   limit %(limit)s
   for update of j skip locked
 ),
@@ -56,7 +60,7 @@ queues_taken as (
 taken as (
   update {schema}._private_jobs as j
   set attempts = j.attempts + 1, locked_by = %(worker_id)s, locked_at = now()
-  from chosen where j.id = chosen.id
+  where j.id = any(array(select id from chosen))
   returning j.*
 )
 select j.id, q.queue_name, t.identifier, j.payload, j.priority, j.run_at, j.attempts, j.max_attempts,
@@ -70,12 +74,15 @@ order by j.priority, j.run_at, j.id
 -- name: release_jobs
 -- The worker's release: many jobs in one statement. A completed job is deleted; a failed one
 -- records its error and is scheduled again with upstream's backoff (exp(least(attempts, 10))
--- seconds), keeping only a batch job's failed items when it gives them; either way its queue is unlocked where this pool holds it. Safe to repeat after a
--- lost reply: a completed job is gone, and a failure lands only on a job still locked by this pool.
+-- seconds), keeping only a batch job's failed items when it gives them; either way its queue is
+-- unlocked where this pool holds it. Safe to repeat after a lost reply: a completed job is gone,
+-- and a failure lands only on a job still locked by this pool.
+-- Both find their jobs with `id = any(...)`, through the primary key: joined to unnest() alone,
+-- the planner hashed or scanned the whole table for each release (16 ms for 500 completed jobs
+-- with 20,000 waiting, 1 ms now; 118 ms for 500 failures, 12 ms now).
 with completed as (
   delete from {schema}._private_jobs as j
-  using unnest(%(completed_ids)s::bigint[]) as r(job_id)
-  where j.id = r.job_id
+  where j.id = any(%(completed_ids)s::bigint[])
   returning j.job_queue_id
 ),
 failed as (
@@ -85,7 +92,7 @@ failed as (
     locked_by = null, locked_at = null, payload = coalesce(r.payload, j.payload)
   from unnest(%(failed_ids)s::bigint[], %(failed_messages)s::text[], %(failed_payloads)s::json[])
     as r(job_id, message, payload)
-  where j.id = r.job_id and j.locked_by = %(worker_id)s
+  where j.id = any(%(failed_ids)s::bigint[]) and j.id = r.job_id and j.locked_by = %(worker_id)s
   returning j.job_queue_id
 ),
 unlocked as (

@@ -1,4 +1,4 @@
-// The latency probe for Node graphile-worker 0.1.0; twin of bench/tasks/bench_latency.py.
+// The latency probe for Node graphile-worker (0.1.0 and 0.18.0); twin of bench/tasks/bench_latency.py.
 // process.hrtime.bigint() reads CLOCK_MONOTONIC, the clock the Python harness stamps with
 // time.monotonic_ns(), so the two timestamps are directly comparable.
 const fs = require("fs");
