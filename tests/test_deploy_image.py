@@ -207,7 +207,9 @@ def test_the_image_command_runs_a_job_and_its_sigterm_lets_the_job_finish(
         )
     try:
         pid_1 = _namespace_pid_1(container)
-        assert Path(f"/proc/{pid_1}/comm").read_text().strip() == "tini"
+        # Between unshare's fork and its exec, PID 1 is still called unshare.
+        wait_until(lambda: Path(f"/proc/{pid_1}/comm").read_text().strip() == "tini", timeout=10,
+                   what="tini to be PID 1")
         with psycopg.connect(migrated_url, autocommit=True) as conn:
             conn.execute("select graphile_worker.add_job('wait_for_the_test')")
         wait_until(lambda: (tmp_path / "started").exists(), timeout=60,
