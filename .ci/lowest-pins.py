@@ -1,6 +1,6 @@
 """Prints a pip constraints file that pins each direct dependency to the floor pyproject.toml gives it.
 
-The runtime dependencies and the user-facing extras (not `test` or `lint`: those tools may stay current)
+The runtime dependencies and the user-facing extras (not `test`, `lint` or `deploy-check`: those tools may stay current)
 are read from pyproject.toml itself, so the minimum-versions pass in .ci/run always checks the
 floors the package declares. A direct dependency without a `>=` floor is an error: an unbounded
 dependency has no lowest version to test.
@@ -21,7 +21,7 @@ else:
     import tomli as tomllib
 
 #: Extras that only the project's own tests use; their tools are not held to floors.
-TEST_EXTRAS = {"test", "lint"}
+TEST_EXTRAS = {"test", "lint", "deploy-check"}
 
 
 def direct_requirements(project: dict) -> list[Requirement]:

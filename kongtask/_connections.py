@@ -45,10 +45,14 @@ def describe_target(conninfo: str) -> str:
         params = _conninfo.conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:
         return "(unparsable connection string)"
-    host = str(params.get("host") or "localhost")
-    port = str(params.get("port") or "5432")
+    hosts = str(params.get("host") or "localhost").split(",")
+    ports = str(params.get("port") or "").split(",")
+    if len(ports) != len(hosts):
+        ports = ports[:1] * len(hosts)  # libpq's rule: one port for every host
+    # A failover string names several servers: each with its own port, in libpq's order.
+    where = ",".join(f"{host or 'localhost'}:{port or '5432'}" for host, port in zip(hosts, ports, strict=True))
     dbname = str(params.get("dbname") or params.get("user") or "")
-    return _hide_misplaced_userinfo(f"{host}:{port}/{dbname}", params)
+    return _hide_misplaced_userinfo(f"{where}/{dbname}", params)
 
 
 def _hide_misplaced_userinfo(text: str, params: dict[str, Any]) -> str:

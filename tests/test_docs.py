@@ -71,3 +71,12 @@ def test_every_path_the_architecture_map_names_exists() -> None:
     assert named, "docs/architecture.md names no file"
     missing = sorted(path for path in named if not (ROOT / path).exists())
     assert not missing, f"docs/architecture.md names files that do not exist: {missing}"
+
+
+def test_every_path_the_operations_guide_names_exists() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    named = set(re.findall(r"`((?:deploy|tests|docs|kongtask)/[\w/.@-]*|Dockerfile|\.dockerignore)`", text))
+    assert {"Dockerfile", "deploy/compose.yaml", "tests/test_failover.py"} <= named
+    missing = sorted(path for path in named if not (ROOT / path).exists())
+    assert not missing, f"docs/operations.md names files that do not exist: {missing}"
+    assert "docs/operations.md" in (ROOT / "README.md").read_text()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from kongtask._connections import describe_target
 from kongtask._masking import MASK_SCAN_LIMIT, mask_password
 from tests.cli_support import clean_env
 from tests.cli_support import kongtask as run
@@ -181,3 +182,17 @@ def test_an_unencoded_at_sign_in_the_password_is_named_with_the_fix(tmp_path: Pa
     line = result.stderr.strip()
     assert len(line.splitlines()) == 1 and "more than one '@'" in line and "%40" in line
     _assert_no_secret(result)
+
+
+@pytest.mark.parametrize(
+    ("conninfo", "shown"),
+    [
+        ("postgresql://app:pw@db-a:5433,db-b:5434/app?target_session_attrs=read-write", "db-a:5433,db-b:5434/app"),
+        ("postgresql://app:pw@db-a,db-b/app", "db-a:5432,db-b:5432/app"),
+        ("host=db-a,db-b port=6432 dbname=app password=pw", "db-a:6432,db-b:6432/app"),
+        ("postgresql://app:pw@db:5433/app", "db:5433/app"),
+        ("dbname=app", "localhost:5432/app"),
+    ],
+)
+def test_a_target_is_shown_host_by_host_with_its_port_and_never_the_password(conninfo: str, shown: str) -> None:
+    assert describe_target(conninfo) == shown
