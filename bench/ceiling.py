@@ -49,11 +49,12 @@ _FETCH_PARAMS: dict[str, Any] = {
     "task_names": text_array_literal(TASK_NAMES),
     "job_expiry": f"{UPSTREAM_JOB_EXPIRY.total_seconds()} seconds",
     "limit": BATCH,
+    "forbidden_flags": None,
 }
 
 #: release_jobs' parameters for failures: the bench's jobs all succeed.
 _NO_FAILURES: dict[str, list[Any]] = {
-    "failed_lock_ids": [], "failed_ids": [], "failed_updated_at": [], "failed_messages": [],
+    "failed_lock_ids": [], "failed_ids": [], "failed_updated_at": [], "failed_messages": [], "failed_payloads": [],
 }
 
 
