@@ -20,9 +20,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kongtask/ kongtask/
+# With the dashboard extra, so that one image runs `kongtask dashboard` as well as the worker.
 RUN python -m pip wheel --no-deps --wheel-dir "$WHEELS" . \
  && python -m venv "$VIRTUAL_ENV" \
- && "$VIRTUAL_ENV/bin/python" -m pip install "$WHEELS"/kongtask-*.whl
+ && for wheel in "$WHEELS"/kongtask-*.whl; do "$VIRTUAL_ENV/bin/python" -m pip install "${wheel}[dashboard]"; done
 
 # --- runtime: Python, tini, the virtualenv, and nothing of the build ------------------------------
 FROM python:${PYTHON_VERSION}-slim AS runtime

@@ -38,11 +38,6 @@ SYSTEMD_UNIT = DEPLOY / "systemd" / "kongtask-worker@.service"
 #: The Kubernetes version whose API schemas the manifests must satisfy.
 KUBERNETES_VERSION = "1.37.0"
 
-#: Names that `kongtask dashboard` (issue 15, still to come) brings and that the deploy files already
-#: use; a worker ignores them.
-PENDING_VARIABLES = {"KONGTASK_DASHBOARD_TOKEN"}
-PENDING_COMMANDS = {"dashboard"}
-
 
 def _tool(name: str) -> str:
     """A command from the deploy-check extra, in this interpreter's virtualenv first, else on PATH."""
@@ -114,9 +109,7 @@ def test_compose_runs_migrate_once_then_scalable_workers_that_stop_gracefully() 
     for name, service in services.items():
         if service.get("build") is not None:
             assert service["build"]["context"] == "..", name
-            command = service.get("command", ["worker"])
-            if command[0] not in PENDING_COMMANDS:
-                _kongtask_argv_parses(command)
+            _kongtask_argv_parses(service.get("command", ["worker"]))
     assert "127.0.0.1:" in dashboard["ports"][0], "the dashboard is published on the host's loopback only"
 
 
@@ -281,7 +274,7 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_every_kongtask_variable_in_the_deploy_files_is_an_option() -> None:
-    known = {var for opt in settings.options() for var in opt.env_vars} | PENDING_VARIABLES
+    known = {var for opt in settings.options() for var in opt.env_vars}
     files = [p for p in DEPLOY.rglob("*") if p.is_file()] + [ROOT / "Dockerfile"]
     used = {(p.relative_to(ROOT).as_posix(), v) for p in files for v in re.findall(r"KONGTASK_[A-Z_]+", p.read_text())}
     unknown = sorted((path, v) for path, v in used if v not in known)

@@ -145,6 +145,10 @@ def test_the_build_installs_the_wheel_not_the_checkout(image_venv: ImageVenv) ->
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip().startswith(str(image_venv.venv)), shown.stdout
     assert (image_venv.venv / "bin" / "kongtask").exists()
+    # The dashboard extra is in, so the image serves `kongtask dashboard` too.
+    extra = subprocess.run([str(image_venv.venv / "bin" / "python"), "-c", "import uvicorn, jinja2"],
+                           capture_output=True, text=True, cwd="/", timeout=60)
+    assert extra.returncode == 0, extra.stderr
 
 
 #: A task that says it started, then waits (up to a minute) for the test to let it finish.
