@@ -480,11 +480,7 @@ def _refusal(exc: psycopg.Error) -> PayloadError | None:
 async def insert_job(conn: psycopg.AsyncConnection[Any], job: AddJob) -> Job:
     """Adds a job planned by :func:`plan_add_job` to the schema the database holds; returns it."""
     cursor = conn.cursor(row_factory=tuple_row)
-    modern = None
-    if job.needs_schema:
-        await cursor.execute(*_holds_0_18_probe(job.schema))
-        found = await cursor.fetchone()
-        modern = found is not None and found[0] is not None
+    modern = await _holds_0_18(cursor, job.schema) if job.needs_schema else None
     try:
         await cursor.execute(*job.statement(modern))
     except psycopg.Error as exc:
@@ -498,10 +494,7 @@ async def insert_job(conn: psycopg.AsyncConnection[Any], job: AddJob) -> Job:
 def insert_job_sync(conn: psycopg.Connection[Any], job: AddJob) -> Job:
     """The synchronous twin of :func:`insert_job`."""
     cursor = conn.cursor(row_factory=tuple_row)
-    modern = None
-    if job.needs_schema:
-        found = cursor.execute(*_holds_0_18_probe(job.schema)).fetchone()
-        modern = found is not None and found[0] is not None
+    modern = _holds_0_18_sync(cursor, job.schema) if job.needs_schema else None
     try:
         cursor.execute(*job.statement(modern))
     except psycopg.Error as exc:
@@ -525,6 +518,19 @@ def _holds_0_18_probe(schema: str) -> _Statement:
     return queries.migrations_table, (f"{queries.quoted_schema}._private_jobs",)
 
 
+async def _holds_0_18(cursor: psycopg.AsyncCursor[Any], schema: str) -> bool:
+    """Whether the database behind ``cursor`` (a tuple-row cursor) holds 0.18's private job table."""
+    await cursor.execute(*_holds_0_18_probe(schema))
+    found = await cursor.fetchone()
+    return found is not None and found[0] is not None
+
+
+def _holds_0_18_sync(cursor: psycopg.Cursor[Any], schema: str) -> bool:
+    """The synchronous twin of :func:`_holds_0_18`."""
+    found = cursor.execute(*_holds_0_18_probe(schema)).fetchone()
+    return found is not None and found[0] is not None
+
+
 def _added(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> int:
     # v0.1.0's INSERT counts its rows; 0.18's add_jobs call returns the count; ANALYZE neither.
     return max(cursor.rowcount, 0) if cursor.description is None else -1
@@ -540,9 +546,7 @@ async def insert_jobs(conn: psycopg.AsyncConnection[Any], plan: JobsToAdd) -> in
     added = 0
     async with conn.transaction() if _needs_transaction(conn) else contextlib.nullcontext():
         cursor = conn.cursor(row_factory=tuple_row)
-        await cursor.execute(*_holds_0_18_probe(plan.schema))
-        row = await cursor.fetchone()
-        for statement in plan.statements(modern=row is not None and row[0] is not None):
+        for statement in plan.statements(modern=await _holds_0_18(cursor, plan.schema)):
             try:
                 await cursor.execute(*statement)
             except psycopg.Error as exc:
@@ -557,8 +561,7 @@ def insert_jobs_sync(conn: psycopg.Connection[Any], plan: JobsToAdd) -> int:
     added = 0
     with conn.transaction() if _needs_transaction(conn) else contextlib.nullcontext():
         cursor = conn.cursor(row_factory=tuple_row)
-        row = cursor.execute(*_holds_0_18_probe(plan.schema)).fetchone()
-        for statement in plan.statements(modern=row is not None and row[0] is not None):
+        for statement in plan.statements(modern=_holds_0_18_sync(cursor, plan.schema)):
             try:
                 cursor.execute(*statement)
             except psycopg.Error as exc:
@@ -642,9 +645,8 @@ async def remove_job(conn: psycopg.AsyncConnection[Any], schema: str, job_key: s
     """Removes the waiting job with ``job_key`` (0.18's schema); returns it, or None when none has it."""
     statement = _remove_job_statement(schema, job_key)
     cursor = conn.cursor(row_factory=tuple_row)
-    await cursor.execute(*_holds_0_18_probe(schema))
-    found = await cursor.fetchone()
-    _need_modern(schema, "remove_job", found)
+    if not await _holds_0_18(cursor, schema):
+        raise schema_too_old(schema, "remove_job")
     await cursor.execute(*statement)
     return job_or_none(await cursor.fetchone())
 
@@ -653,7 +655,8 @@ def remove_job_sync(conn: psycopg.Connection[Any], schema: str, job_key: str) ->
     """The synchronous twin of :func:`remove_job`."""
     statement = _remove_job_statement(schema, job_key)
     cursor = conn.cursor(row_factory=tuple_row)
-    _need_modern(schema, "remove_job", cursor.execute(*_holds_0_18_probe(schema)).fetchone())
+    if not _holds_0_18_sync(cursor, schema):
+        raise schema_too_old(schema, "remove_job")
     cursor.execute(*statement)
     return job_or_none(cursor.fetchone())
 
@@ -662,11 +665,6 @@ def _remove_job_statement(schema: str, job_key: str) -> _Statement:
     if not isinstance(job_key, str) or not 1 <= len(job_key) <= MAX_JOB_KEY_LENGTH:
         raise PayloadError(f"job_key must be a string of 1 to {MAX_JOB_KEY_LENGTH} characters, got {job_key!r}")
     return v0_18.schema_named(schema).remove_job, {"job_key": job_key}
-
-
-def _need_modern(schema: str, what: str, probe: tuple[Any, ...] | None) -> None:
-    if probe is None or probe[0] is None:
-        raise schema_too_old(schema, what)
 
 
 def schema_too_old(schema: str, what: str, outcome: str = "") -> SchemaTooOld:
